@@ -1,0 +1,1 @@
+"""The only code that touches sockets: HTTP long-polling and websocket."""

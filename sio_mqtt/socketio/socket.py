@@ -1,0 +1,571 @@
+"""One Socket.IO namespace on a shared connection: handlers, acks, offline buffer, recovery.
+
+A :class:`Socket` never touches the network itself; it asks its manager (the owner of the
+Engine.IO connection) to send, and the manager's reader thread hands it decoded packets.
+Ack futures resolve on the reader thread, so a handler blocked in ``call()`` gets its answer;
+handlers and ack callbacks run on the manager's dispatcher thread, in arrival order.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sio_mqtt.errors import (
+    AckCancelled,
+    AckTimeout,
+    BufferFullError,
+    ConnectError,
+    NotConnectedError,
+    ReservedEventError,
+)
+from sio_mqtt.socketio.dispatcher import Timer
+from sio_mqtt.socketio.packet import RESERVED_EVENTS, Packet, PacketType
+
+if TYPE_CHECKING:
+    from sio_mqtt.socketio.client import Manager
+
+log = logging.getLogger("sio_mqtt.socketio")
+
+Handler = Callable[..., Any]
+AuthSource = Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None
+F = TypeVar("F", bound=Handler)
+
+#: lifecycle events delivered through ``on()`` that a server can never send as data
+LIFECYCLE_EVENTS = frozenset(
+    {
+        "connect",
+        "disconnect",
+        "connect_error",
+        "reconnect_attempt",
+        "reconnect",
+        "reconnect_error",
+        "reconnect_failed",
+    }
+)
+
+IO_SERVER_DISCONNECT = "io server disconnect"
+IO_CLIENT_DISCONNECT = "io client disconnect"
+
+
+class SocketState(enum.Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+@dataclass(eq=False)
+class PendingAck:
+    """An emit waiting for its acknowledgement."""
+
+    future: Future[Any]
+    callback: Handler | None
+    sent: bool = False
+    timer: Timer | None = None
+    messages: list[str | bytes] = field(default_factory=list)
+
+
+class Ack:
+    """Answers a server's ack request later, from any thread (handlers registered
+    with ``with_ack=True`` receive one as their first argument). Only the first call counts."""
+
+    __slots__ = ("_done", "_lock", "_send")
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._send = send
+        self._done = False
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._send(args)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+
+def ack_value(args: list[Any]) -> Any:
+    """What a future holds for an ack: None, the single value, or a tuple of several."""
+    if not args:
+        return None
+    if len(args) == 1:
+        return args[0]
+    return tuple(args)
+
+
+class Socket:
+    """A namespace: register handlers with :meth:`on`, then :meth:`connect`, :meth:`emit`,
+    :meth:`emit_with_ack` and :meth:`call`. Get one from ``Client.socket("/ns")``."""
+
+    def __init__(self, manager: Manager, namespace: str = "/", auth: AuthSource = None) -> None:
+        if not namespace.startswith("/"):
+            raise ValueError(f"a namespace starts with '/', got {namespace!r}")
+        self._manager = manager
+        self._namespace = namespace
+        self._auth = auth
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._any_handlers: list[tuple[Handler, bool]] = []
+        self._lock = threading.RLock()
+        self._state = SocketState.DISCONNECTED
+        #: True while this namespace should be (re)connected; False after a user or server
+        #: disconnect or a refused CONNECT
+        self._active = False
+        self._sid: str | None = None
+        self._pid: str | None = None
+        self._offset: str | None = None
+        self.recovered = False
+        self._acks: dict[int, PendingAck] = {}
+        self._next_ack_id = 0
+        self._buffer: collections.deque[tuple[list[str | bytes], PendingAck | None]] = (
+            collections.deque()
+        )
+        self._connect_waiter: threading.Event | None = None
+        self._connect_error: ConnectError | None = None
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def connected(self) -> bool:
+        return self._state is SocketState.CONNECTED
+
+    @property
+    def sid(self) -> str | None:
+        """The namespace's Socket.IO sid (not the Engine.IO one); None while disconnected."""
+        return self._sid if self._state is SocketState.CONNECTED else None
+
+    @property
+    def transport(self) -> str | None:
+        return self._manager.transport
+
+    @property
+    def buffered(self) -> int:
+        """Emits waiting in the offline buffer."""
+        return len(self._buffer)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self._manager.url!r} namespace={self._namespace!r} "
+            f"state={self._state.value}>"
+        )
+
+    # -- handlers ----------------------------------------------------------------------------
+    def on(
+        self, event: str, handler: Handler | None = None, *, with_ack: bool = False
+    ) -> Any:
+        """Register ``handler`` for ``event`` (also usable as a decorator).
+
+        The handler gets the event's arguments; its return value answers the server's ack
+        (a tuple answers with several arguments). With ``with_ack=True`` it instead gets an
+        :class:`Ack` first (None when the server asked for none) to answer later, from any thread.
+        """
+        if not isinstance(event, str) or not event:
+            raise ValueError("an event name is a non-empty string")
+
+        def register(fn: F) -> F:
+            self._handlers[event] = (fn, with_ack)
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return handler
+
+    def off(self, event: str) -> None:
+        self._handlers.pop(event, None)
+
+    def on_any(self, handler: Handler | None = None, *, with_ack: bool = False) -> Any:
+        """Register a catch-all handler ``handler(event, *args)`` for the server's events.
+
+        It runs before the event's own handler. When the event has no own handler, the
+        catch-all's return value answers the server's ack (``with_ack`` as for :meth:`on`,
+        the Ack coming after the event name).
+        """
+
+        def register(fn: F) -> F:
+            self._any_handlers.append((fn, with_ack))
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return handler
+
+    # -- connect / disconnect ----------------------------------------------------------------
+    def connect(self, timeout: float | None = None) -> None:
+        """Connect this namespace (opening the shared connection first if needed).
+
+        Blocks until the server accepts it; raises :class:`ConnectError` when the server
+        refuses, the transport cannot be opened, or ``timeout`` (default: the client's
+        ``connect_timeout``) passes.
+        """
+        manager = self._manager
+        timeout = manager.connect_timeout if timeout is None else timeout
+        with self._lock:
+            if self._state is SocketState.CONNECTED:
+                return
+            waiter = threading.Event()
+            self._connect_waiter = waiter
+            self._connect_error = None
+            self._active = True
+        try:
+            opened = manager.open()  # False: a reconnect loop will send our CONNECT
+            with self._lock:
+                if opened and self._state is SocketState.DISCONNECTED:
+                    self._send_connect()
+        except NotConnectedError as exc:
+            if not manager.reconnecting:
+                with self._lock:
+                    self._active = False
+                    self._connect_waiter = None
+                raise ConnectError(f"connection lost while connecting: {exc}") from exc
+        except ConnectError:
+            with self._lock:
+                self._active = False
+                self._connect_waiter = None
+            raise
+        if not waiter.wait(timeout):
+            with self._lock:
+                self._active = False
+                self._connect_waiter = None
+                self._state = SocketState.DISCONNECTED
+            manager.release(self)
+            raise ConnectError(
+                f"namespace {self._namespace!r} not connected within {timeout:g} s"
+            )
+        with self._lock:
+            error = self._connect_error
+        if error is not None:
+            raise error
+
+    def disconnect(self) -> None:
+        """Leave this namespace ("io client disconnect"); the connection closes when no
+        namespace uses it any more."""
+        with self._lock:
+            was = self._state
+            self._active = False
+            self._state = SocketState.DISCONNECTED
+        if was is not SocketState.DISCONNECTED:
+            try:
+                self._manager.send(self._namespace, Packet(PacketType.DISCONNECT, self._namespace))
+            except NotConnectedError:
+                pass
+        self._on_lost(IO_CLIENT_DISCONNECT, was)
+        self._manager.release(self)
+
+    def _auth_payload(self) -> dict[str, Any] | None:
+        auth = self._auth() if callable(self._auth) else self._auth
+        payload = dict(auth) if auth else {}
+        if self._pid is not None:
+            payload["pid"] = self._pid
+            if self._offset is not None:
+                payload["offset"] = self._offset
+        return payload or None
+
+    def _send_connect(self) -> None:
+        """Send CONNECT (with fresh auth, and pid/offset for recovery). Caller holds the lock."""
+        try:
+            payload = self._auth_payload()
+        except Exception as exc:
+            self._refused(ConnectError(f"auth callable failed: {type(exc).__name__}"))
+            return
+        self._state = SocketState.CONNECTING
+        self._manager.send(self._namespace, Packet(PacketType.CONNECT, self._namespace, payload))
+
+    # -- emitting ----------------------------------------------------------------------------
+    def emit(self, event: str, *args: Any) -> None:
+        """Send an event; bytes anywhere in ``args`` make it a binary event. While
+        disconnected it is buffered (bounded) and sent in order after (re)connecting."""
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        self._send_or_buffer(self._manager.encode_event(self._namespace, event, args, None), None)
+
+    def emit_with_ack(
+        self,
+        event: str,
+        *args: Any,
+        timeout: float | None = None,
+        callback: Handler | None = None,
+    ) -> Future[Any]:
+        """Send an event asking for an ack; returns a Future of the ack's value (None, the
+        value, or a tuple for several). ``callback(*ack_args)`` runs on the dispatcher.
+        The future fails with AckTimeout after ``timeout`` and with AckCancelled at once when
+        the connection is lost after the event was sent."""
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        future: Future[Any] = Future()
+        pending = PendingAck(future, callback)
+        with self._lock:
+            ack_id = self._next_ack_id
+            self._next_ack_id = ack_id + 1
+            self._acks[ack_id] = pending
+        messages = self._manager.encode_event(self._namespace, event, args, ack_id)
+        if timeout is not None:
+            pending.timer = self._manager.scheduler.call_later(
+                timeout, lambda: self._ack_timed_out(ack_id, timeout)
+            )
+        try:
+            self._send_or_buffer(messages, pending)
+        except BufferFullError:
+            with self._lock:
+                self._acks.pop(ack_id, None)
+            if pending.timer is not None:
+                pending.timer.cancel()
+            raise
+        return future
+
+    def call(self, event: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)."""
+        if timeout is None:
+            return self.emit_with_ack(event, *args).result()
+        future = self.emit_with_ack(event, *args, timeout=timeout)
+        try:
+            return future.result(timeout + 1.0)
+        except TimeoutError as exc:
+            if isinstance(exc, AckTimeout):
+                raise
+            raise AckTimeout(f"no ack for {event!r} within {timeout:g} s") from None
+
+    def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
+        if self._state is SocketState.CONNECTED:
+            # fast path: the buffer was flushed before the state became CONNECTED
+            if pending is not None:
+                pending.sent = True
+            try:
+                self._manager.send_messages(messages)
+                return
+            except NotConnectedError:
+                if pending is not None:
+                    pending.sent = False
+        with self._lock:
+            if self._state is SocketState.CONNECTED:
+                if pending is not None:
+                    pending.sent = True
+                try:
+                    self._manager.send_messages(messages)
+                    return
+                except NotConnectedError:
+                    if pending is not None:
+                        pending.sent = False
+            if len(self._buffer) >= self._manager.buffer_size:
+                raise BufferFullError(
+                    f"offline buffer of namespace {self._namespace!r} is full "
+                    f"({self._manager.buffer_size} emits); the connection is down"
+                )
+            if pending is not None:
+                pending.messages = messages
+            self._buffer.append((messages, pending))
+
+    def _flush_buffer(self) -> None:
+        """Send what was buffered while offline, in order. Caller holds the lock."""
+        while self._buffer:
+            messages, pending = self._buffer[0]
+            if pending is not None and pending.future.done():
+                self._buffer.popleft()  # timed out while buffered
+                continue
+            self._manager.send_messages(messages)
+            self._buffer.popleft()
+            if pending is not None:
+                pending.sent = True
+
+    def _ack_timed_out(self, ack_id: int, timeout: float) -> None:
+        with self._lock:
+            pending = self._acks.pop(ack_id, None)
+            if pending is None:
+                return
+            if not pending.sent:
+                for i, item in enumerate(self._buffer):
+                    if item[1] is pending:
+                        del self._buffer[i]
+                        break
+        if not pending.future.done():
+            pending.future.set_exception(
+                AckTimeout(f"no ack within {timeout:g} s (namespace {self._namespace!r})")
+            )
+
+    # -- packets from the reader thread --------------------------------------------------------
+    def _on_packet(self, packet: Packet) -> None:
+        kind = packet.type
+        if kind is PacketType.EVENT or kind is PacketType.BINARY_EVENT:
+            if self._state is SocketState.DISCONNECTED:
+                return  # not ours (any more)
+            data = packet.data
+            if self._pid is not None and len(data) > 1 and data[-1].__class__ is str:
+                self._offset = data[-1]
+            self._manager.dispatcher.submit(self._run_event, data[0], data[1:], packet.id)
+        elif kind is PacketType.ACK or kind is PacketType.BINARY_ACK:
+            self._on_ack(packet)
+        elif kind is PacketType.CONNECT:
+            self._on_connect(packet.data)
+        elif kind is PacketType.CONNECT_ERROR:
+            data = packet.data if isinstance(packet.data, dict) else {}
+            message = str(data.get("message", "connection refused"))
+            self._refused(ConnectError(message, data.get("data")))
+        elif kind is PacketType.DISCONNECT:
+            with self._lock:
+                was = self._state
+                self._active = False
+                self._state = SocketState.DISCONNECTED
+            self._on_lost(IO_SERVER_DISCONNECT, was)
+            self._manager.release(self)
+
+    def _on_ack(self, packet: Packet) -> None:
+        ack_id = packet.id
+        with self._lock:
+            pending = self._acks.pop(ack_id, None) if ack_id is not None else None
+        if pending is None:
+            log.debug("ack %s for namespace %s matches no emit", ack_id, self._namespace)
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        args = packet.data
+        if not pending.future.done():
+            try:
+                pending.future.set_result(ack_value(args))
+            except Exception:  # cancelled by the user meanwhile
+                pass
+        if pending.callback is not None:
+            self._manager.dispatcher.submit(pending.callback, *args)
+
+    def _on_connect(self, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
+            self._refused(
+                ConnectError("the server's CONNECT reply has no sid (a Socket.IO v2/v3 server?)")
+            )
+            return
+        with self._lock:
+            if self._state is not SocketState.CONNECTING:
+                log.debug("unexpected CONNECT for namespace %s", self._namespace)
+                return
+            pid = data.get("pid")
+            pid = pid if isinstance(pid, str) else None
+            self.recovered = pid is not None and pid == self._pid
+            self._pid = pid
+            self._sid = data["sid"]
+            try:
+                self._flush_buffer()
+            except NotConnectedError:
+                return  # the connection dropped again; the buffer waits for the next one
+            self._state = SocketState.CONNECTED
+            waiter = self._connect_waiter
+            self._connect_waiter = None
+        self._manager.dispatcher.submit(self._emit_lifecycle, "connect", ())
+        if waiter is not None:
+            waiter.set()
+
+    def _refused(self, error: ConnectError) -> None:
+        with self._lock:
+            self._active = False
+            self._state = SocketState.DISCONNECTED
+            waiter = self._connect_waiter
+            self._connect_waiter = None
+            self._connect_error = error
+        log.info("namespace %s refused: %s", self._namespace, error.message)
+        self._manager.dispatcher.submit(self._emit_lifecycle, "connect_error", (error,))
+        if waiter is not None:
+            waiter.set()
+        self._manager.release(self)
+
+    def _on_transport_lost(self, reason: str) -> None:
+        """The Engine.IO connection ended (called by the manager)."""
+        with self._lock:
+            was = self._state
+            self._state = SocketState.DISCONNECTED
+            waiter = self._connect_waiter
+            if waiter is not None and not self._manager.will_reconnect(reason):
+                self._connect_waiter = None
+                self._connect_error = ConnectError(f"connection lost while connecting: {reason}")
+                self._active = False
+            else:
+                waiter = None
+        self._on_lost(reason, was)
+        if waiter is not None:
+            waiter.set()
+
+    def _on_lost(self, reason: str, was: SocketState) -> None:
+        """Fail the acks that were sent (they will never come), tell the handlers."""
+        with self._lock:
+            lost = [(i, p) for i, p in self._acks.items() if p.sent]
+            for ack_id, _ in lost:
+                del self._acks[ack_id]
+        for _, pending in lost:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(
+                    AckCancelled(f"connection lost before the ack arrived ({reason})")
+                )
+        if was is SocketState.CONNECTED:
+            self._manager.dispatcher.submit(self._emit_lifecycle, "disconnect", (reason,), urgent=True)
+
+    def _fail_buffered(self, reason: str) -> None:
+        """The socket will never reconnect: fail the acks still waiting in the buffer."""
+        with self._lock:
+            pendings = [p for _, p in self._buffer if p is not None]
+            self._buffer.clear()
+            for ack_id in [i for i, p in self._acks.items() if p in pendings]:
+                del self._acks[ack_id]
+        for pending in pendings:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(AckCancelled(reason))
+
+    # -- running handlers (dispatcher thread) --------------------------------------------------
+    def _emit_lifecycle(self, event: str, args: tuple[Any, ...]) -> None:
+        entry = self._handlers.get(event)
+        if entry is not None:
+            entry[0](*args)
+
+    def _run_event(self, event: str, args: list[Any], ack_id: int | None) -> None:
+        ack = Ack(lambda values: self._send_ack(ack_id, values)) if ack_id is not None else None
+        entry = self._handlers.get(event)
+        deferred = False  # a with_ack handler owns the answer
+        result: Any = None
+        for handler, with_ack in self._any_handlers:
+            try:
+                if with_ack:
+                    handler(event, ack, *args)
+                    deferred = deferred or entry is None
+                else:
+                    value = handler(event, *args)
+                    if entry is None and result is None:
+                        result = value
+            except Exception:
+                log.exception("on_any handler raised for event %r", event)
+        if entry is not None:
+            handler, with_ack = entry
+            deferred = with_ack
+            try:
+                if with_ack:
+                    handler(ack, *args)
+                else:
+                    result = handler(*args)
+            except Exception:
+                log.exception("handler for event %r raised", event)
+        if ack is not None and not deferred and not ack.done:
+            if result is None:
+                ack()
+            elif isinstance(result, tuple):
+                ack(*result)
+            else:
+                ack(result)
+
+    def _send_ack(self, ack_id: int | None, values: tuple[Any, ...]) -> None:
+        packet = Packet(PacketType.ACK, self._namespace, list(values), ack_id)
+        try:
+            self._manager.send(self._namespace, packet)
+        except NotConnectedError:
+            log.info("ack %s for namespace %s lost: not connected", ack_id, self._namespace)

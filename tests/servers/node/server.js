@@ -1,0 +1,286 @@
+#!/usr/bin/env node
+// Reference socket.io 4.8 server for the sio_mqtt test suite.
+//
+// Usage: node server.js '{"port": 0, "transports": ["polling", "websocket"], ...}'
+//
+// Options (all optional):
+//   port                     0 = let the OS pick a free port (default 0)
+//   host                     bind address (default "127.0.0.1")
+//   transports               default ["polling", "websocket"]
+//   pingInterval, pingTimeout (ms)
+//   maxHttpBufferSize        bytes
+//   connectionStateRecovery  bool -> {maxDisconnectionDuration: 60000, skipMiddlewares: true}
+//   parser                   "default" | "msgpack"
+//   cookie                   bool -> engine.io affinity cookie named "io"
+//   tls                      {key, cert} file paths -> https server
+//   path                     default "/socket.io/"
+//   welcome                  event name; if set, every new socket is sent
+//                            (welcome, {id, nsp, recovered}) right after connecting
+//   serverOptions            extra raw options merged into the Server options
+//
+// When listening, prints exactly one line "LISTENING <port>" to stdout.
+"use strict";
+
+const fs = require("fs");
+const http = require("http");
+const https = require("https");
+const { URL } = require("url");
+const { Server } = require("socket.io");
+
+let config = {};
+if (process.argv[2]) {
+  try {
+    config = JSON.parse(process.argv[2]);
+  } catch (e) {
+    process.stderr.write(`invalid JSON config: ${e.message}\n`);
+    process.exit(2);
+  }
+}
+
+const host = config.host || "127.0.0.1";
+const port = config.port || 0;
+
+const opts = {
+  path: config.path || "/socket.io/",
+  transports: config.transports || ["polling", "websocket"],
+  serveClient: false,
+};
+if (config.pingInterval !== undefined) opts.pingInterval = config.pingInterval;
+if (config.pingTimeout !== undefined) opts.pingTimeout = config.pingTimeout;
+if (config.maxHttpBufferSize !== undefined) opts.maxHttpBufferSize = config.maxHttpBufferSize;
+if (config.connectionStateRecovery) {
+  opts.connectionStateRecovery = { maxDisconnectionDuration: 60000, skipMiddlewares: true };
+}
+if (config.parser === "msgpack") {
+  opts.parser = require("socket.io-msgpack-parser");
+} else if (config.parser && config.parser !== "default") {
+  process.stderr.write(`unknown parser: ${config.parser}\n`);
+  process.exit(2);
+}
+if (config.cookie) {
+  opts.cookie = { name: "io", path: "/", httpOnly: true, sameSite: "lax" };
+}
+if (config.serverOptions) Object.assign(opts, config.serverOptions);
+
+let httpServer;
+if (config.tls) {
+  httpServer = https.createServer({
+    key: fs.readFileSync(config.tls.key),
+    cert: fs.readFileSync(config.tls.cert),
+  });
+} else {
+  httpServer = http.createServer();
+}
+
+// Cookie headers seen on every engine.io request (handshake, polls, upgrade),
+// keyed by engine.io session id (requests without a sid are the handshake).
+const cookiesBySid = new Map();
+function recordCookies(req) {
+  try {
+    const sid = new URL(req.url, "http://x").searchParams.get("sid");
+    if (!sid) return;
+    let list = cookiesBySid.get(sid);
+    if (!list) {
+      list = [];
+      cookiesBySid.set(sid, list);
+    }
+    if (list.length < 1000) list.push(req.headers.cookie === undefined ? null : req.headers.cookie);
+  } catch (e) {
+    // ignore
+  }
+}
+httpServer.prependListener("request", recordCookies);
+httpServer.prependListener("upgrade", recordCookies);
+
+const io = new Server(httpServer, opts);
+
+io.engine.on("connection_error", (err) => {
+  process.stderr.write(`engine connection_error: ${err.code} ${err.message}\n`);
+});
+
+// per-namespace statistics, keyed by namespace name
+const stats = new Map();
+function statsFor(name) {
+  let s = stats.get(name);
+  if (!s) {
+    s = { connections: 0, disconnections: 0, connected: 0, recovered: 0, count: 0 };
+    stats.set(name, s);
+  }
+  return s;
+}
+
+function isFn(x) {
+  return typeof x === "function";
+}
+
+function setup(nsp) {
+  nsp.on("connection", (socket) => {
+    const name = socket.nsp.name;
+    const st = statsFor(name);
+    st.connections += 1;
+    st.connected += 1;
+    if (socket.recovered) st.recovered += 1;
+    const engineId = socket.conn.id;
+
+    socket.on("disconnect", () => {
+      st.disconnections += 1;
+      st.connected -= 1;
+    });
+
+    socket.on("error", (err) => {
+      process.stderr.write(`socket error ${name} ${socket.id}: ${err && err.message}\n`);
+    });
+
+    socket.on("echo", (...args) => {
+      socket.emit("echo", ...args);
+    });
+
+    socket.on("echo_ack", (...args) => {
+      const cb = args.pop();
+      if (isFn(cb)) cb(...args);
+    });
+
+    socket.on("ack_nothing", (cb) => {
+      if (isFn(cb)) cb();
+    });
+
+    socket.on("no_ack", () => {});
+
+    socket.on("count", () => {
+      st.count += 1;
+    });
+
+    socket.on("get_count", (cb) => {
+      if (isFn(cb)) cb(st.count);
+    });
+
+    socket.on("reset_count", (cb) => {
+      st.count = 0;
+      if (isFn(cb)) cb(0);
+    });
+
+    socket.on("get_stats", (cb) => {
+      if (isFn(cb)) cb(Object.assign({ namespace: name }, st));
+    });
+
+    socket.on("flood", (spec, cb) => {
+      spec = spec || {};
+      const n = spec.n || 0;
+      const event = spec.event || "flood";
+      const payload = spec.payload === undefined ? "x" : spec.payload;
+      for (let i = 0; i < n; i++) socket.emit(event, payload);
+      socket.emit("flood_done", n);
+      if (isFn(cb)) cb(n);
+    });
+
+    socket.on("server_emit_with_ack", (spec) => {
+      spec = spec || {};
+      const args = Array.isArray(spec.args) ? spec.args : [];
+      const timeout = spec.timeout || 5000;
+      socket.timeout(timeout).emit(spec.event || "server_ack", ...args, (err, ...res) => {
+        socket.emit("client_ack_result", {
+          err: err ? String(err.message || err) : null,
+          res,
+        });
+      });
+    });
+
+    socket.on("server_disconnect", (close) => {
+      // close === true also closes the underlying engine.io connection
+      socket.disconnect(close === true);
+    });
+
+    socket.on("close_transport", () => {
+      socket.conn.close();
+    });
+
+    socket.on("get_handshake", (cb) => {
+      if (!isFn(cb)) return;
+      cb({
+        auth: socket.handshake.auth,
+        headers: socket.handshake.headers,
+        query: socket.handshake.query,
+        transport: socket.conn.transport.name,
+        recovered: socket.recovered,
+        id: socket.id,
+        nsp: name,
+      });
+    });
+
+    socket.on("get_transport", (cb) => {
+      if (isFn(cb)) cb(socket.conn.transport.name);
+    });
+
+    socket.on("get_cookies", (cb) => {
+      if (!isFn(cb)) return;
+      cb({
+        handshake: socket.handshake.headers.cookie === undefined ? null : socket.handshake.headers.cookie,
+        requests: cookiesBySid.get(engineId) || [],
+      });
+    });
+
+    socket.on("join", (room, cb) => {
+      socket.join(room);
+      if (isFn(cb)) cb(true);
+    });
+
+    socket.on("leave", (room, cb) => {
+      socket.leave(room);
+      if (isFn(cb)) cb(true);
+    });
+
+    socket.on("broadcast", (spec, cb) => {
+      spec = spec || {};
+      const args = Array.isArray(spec.args) ? spec.args : [];
+      const target = spec.room ? socket.nsp.to(spec.room) : socket.nsp;
+      target.emit(spec.event || "broadcast", ...args);
+      if (isFn(cb)) cb(true);
+    });
+
+    if (config.welcome) {
+      socket.emit(config.welcome, { id: socket.id, nsp: name, recovered: socket.recovered });
+    }
+  });
+}
+
+setup(io.of("/"));
+setup(io.of("/chat"));
+const admin = io.of("/admin");
+admin.use((socket, next) => {
+  const auth = socket.handshake.auth || {};
+  if (auth.token === "secret") return next();
+  const err = new Error("not authorized");
+  err.data = { reason: "bad token" };
+  next(err);
+});
+setup(admin);
+setup(io.of(/^\/dyn-\w+$/));
+
+io.engine.on("connection", (conn) => {
+  // engine connection closed: keep its cookie records for a short while only
+  conn.once("close", () => {
+    setTimeout(() => cookiesBySid.delete(conn.id), 60000).unref();
+  });
+});
+
+httpServer.on("error", (err) => {
+  process.stderr.write(`server error: ${err.stack || err}\n`);
+  process.exit(1);
+});
+
+httpServer.listen(port, host, () => {
+  process.stdout.write(`LISTENING ${httpServer.address().port}\n`);
+});
+
+let closing = false;
+function shutdown() {
+  if (closing) return;
+  closing = true;
+  setTimeout(() => process.exit(0), 2000).unref();
+  io.close(() => process.exit(0));
+}
+process.on("SIGTERM", shutdown);
+process.on("SIGINT", shutdown);
+process.on("uncaughtException", (err) => {
+  process.stderr.write(`uncaught: ${err.stack || err}\n`);
+});
