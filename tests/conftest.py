@@ -23,6 +23,7 @@ from servers.procs import (  # noqa: E402
     Mosquitto,
     NodeServer,
     PySocketIOServer,
+    make_tls_cert,
     node_modules_ok,
 )
 
@@ -134,3 +135,10 @@ def mosquitto() -> Iterator[Mosquitto]:
     """One private mosquitto broker (no persistence) per module."""
     with Mosquitto() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Self-signed ``{"key": path, "cert": path}`` for 127.0.0.1/localhost; pass as
+    ``node_server(tls=tls_files)``; use the cert as the client's CA bundle."""
+    return make_tls_cert(tmp_path_factory.mktemp("tls"))

@@ -163,7 +163,7 @@ class EngineIOClient:
         if ws is not None:
             frames = ["4" + m if m.__class__ is str else m for m in messages]
             try:
-                ws.send(frames)  # type: ignore[arg-type]
+                ws.send(frames)
             except TransportError as exc:
                 self._fail(TRANSPORT_ERROR, exc)
                 raise NotConnectedError(f"send failed: {exc}") from exc
@@ -345,7 +345,7 @@ class EngineIOClient:
                     raise EngineIOParseError(f"message of {len(data)} bytes exceeds {max_receive}")
                 if data.__class__ is str:
                     if data[:1] == "4":
-                        on_message(data[1:])  # type: ignore[index]
+                        on_message(data[1:])
                         continue
                     if not self._handle_control(decode_packet(data)):
                         return

@@ -104,6 +104,8 @@ def decode_packet(frame: str | bytes) -> Packet:
         return Packet(ptype, frame[1:])
     if isinstance(frame, _BINARY_TYPES):
         return Packet(_MESSAGE, bytes(frame))
+    if isinstance(frame, str):  # a str subclass: off the hot path
+        return decode_packet(str(frame))
     raise EngineIOParseError(f"frame must be str or bytes, not {type(frame).__name__}")
 
 
@@ -130,7 +132,11 @@ def encode_payload(packets: Sequence[Packet]) -> str:
 
 def decode_payload(body: str | bytes, max_payload: int | None = None) -> list[Packet]:
     """Decode a long-polling body; refuses bodies over ``max_payload`` bytes (UTF-8 size)."""
-    if type(body) is not str:
+    if isinstance(body, str):
+        body = str(body)  # no copy for an exact str; a subclass becomes a plain one
+        if max_payload is not None and (len(body) > max_payload or _utf8_len(body) > max_payload):
+            raise EngineIOParseError(f"payload exceeds {max_payload} bytes")
+    else:
         if not isinstance(body, _BINARY_TYPES):
             raise EngineIOParseError(f"body must be str or bytes, not {type(body).__name__}")
         if max_payload is not None and len(body) > max_payload:
@@ -139,10 +145,6 @@ def decode_payload(body: str | bytes, max_payload: int | None = None) -> list[Pa
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EngineIOParseError(f"payload is not UTF-8 (byte {exc.start})") from None
-    elif max_payload is not None and len(body) > max_payload:
-        raise EngineIOParseError(f"payload of {len(body)}+ bytes exceeds {max_payload}")
-    elif max_payload is not None and _utf8_len(body) > max_payload:
-        raise EngineIOParseError(f"payload of {_utf8_len(body)} bytes exceeds {max_payload}")
     if not body:
         raise EngineIOParseError("empty payload")
     packets: list[Packet] = []

@@ -23,7 +23,7 @@ PONG = Packet(PacketType.PONG)
 
 
 class State(enum.Enum):
-    """Lifecycle of one Engine.IO session; a session is never reopened (a reconnect makes a new one)."""
+    """Lifecycle of one Engine.IO session; never reopened (a reconnect makes a new one)."""
 
     OPENING = "opening"
     OPEN = "open"

@@ -295,7 +295,7 @@ class MqttConfig(BaseModel):
     def _protocol(cls, v: Any) -> Any:
         if v in (5, "5", "5.0", "v5"):
             return 5
-        if v in ("3.1.1", "311", "v3.1.1", 4, "4"):
+        if v in ("3.1.1", "311", "v3.1.1"):
             return "3.1.1"
         raise ValueError(f'must be 5 or "3.1.1", got {v!r}')
 

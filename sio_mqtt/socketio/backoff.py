@@ -20,7 +20,7 @@ def backoff_delay(
     """
     if attempt < 0:
         raise ValueError("attempt must be >= 0")
-    delay = base * (2 ** min(attempt, 62))
+    delay = base * float(2 ** min(attempt, 62))
     if randomization_factor:
         r = rand()
         deviation = r * randomization_factor * delay

@@ -30,7 +30,9 @@ class ClientBuilder:
         self._options["namespace"] = namespace
         return self
 
-    def on(self, event: str, handler: Callable[..., Any], *, with_ack: bool = False) -> ClientBuilder:
+    def on(
+        self, event: str, handler: Callable[..., Any], *, with_ack: bool = False
+    ) -> ClientBuilder:
         self._handlers.append((event, handler, with_ack))
         return self
 

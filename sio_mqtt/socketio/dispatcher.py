@@ -117,7 +117,9 @@ class Timer:
 class Scheduler:
     """Runs calls at deadlines on one thread, started on first use and ended by ``stop``."""
 
-    def __init__(self, name: str = "sio-mqtt-scheduler", clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, name: str = "sio-mqtt-scheduler", clock: Callable[[], float] = time.monotonic
+    ):
         self.name = name
         self.clock = clock
         self._heap: list[tuple[float, int, Timer, Callable[[], Any]]] = []
@@ -162,7 +164,7 @@ class Scheduler:
                         continue
                     wait = heap[0][0] - self.clock() if heap else None
                     if wait is not None and wait <= 0:
-                        _, _, timer, fn = heapq.heappop(heap)
+                        fn = heapq.heappop(heap)[3]
                         break
                     cond.wait(wait)
             try:

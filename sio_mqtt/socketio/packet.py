@@ -403,6 +403,8 @@ class Decoder:
             return self._decode_text(message)
         if isinstance(message, _BINARY_TYPES):
             return self._add_attachment(bytes(message))
+        if isinstance(message, str):  # a str subclass: off the hot path
+            return self.feed(str(message))
         self._pending = None
         raise _fail(f"message must be str or bytes, not {type(message).__name__}")
 

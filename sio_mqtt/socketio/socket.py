@@ -162,9 +162,7 @@ class Socket:
         )
 
     # -- handlers ----------------------------------------------------------------------------
-    def on(
-        self, event: str, handler: Handler | None = None, *, with_ack: bool = False
-    ) -> Any:
+    def on(self, event: str, handler: Handler | None = None, *, with_ack: bool = False) -> Any:
         """Register ``handler`` for ``event`` (also usable as a decorator).
 
         The handler gets the event's arguments; its return value answers the server's ack
@@ -242,9 +240,7 @@ class Socket:
                 self._connect_waiter = None
                 self._state = SocketState.DISCONNECTED
             manager.release(self)
-            raise ConnectError(
-                f"namespace {self._namespace!r} not connected within {timeout:g} s"
-            )
+            raise ConnectError(f"namespace {self._namespace!r} not connected within {timeout:g} s")
         with self._lock:
             error = self._connect_error
         if error is not None:
@@ -508,7 +504,9 @@ class Socket:
                     AckCancelled(f"connection lost before the ack arrived ({reason})")
                 )
         if was is SocketState.CONNECTED:
-            self._manager.dispatcher.submit(self._emit_lifecycle, "disconnect", (reason,), urgent=True)
+            self._manager.dispatcher.submit(
+                self._emit_lifecycle, "disconnect", (reason,), urgent=True
+            )
 
     def _fail_buffered(self, reason: str) -> None:
         """The socket will never reconnect: fail the acks still waiting in the buffer."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import requests
 import socketio
 from servers.procs import (
     Mosquitto,
@@ -128,7 +129,9 @@ def test_node_default_echo_and_acks(node_server_default: NodeServer, peers: Call
 def test_single_transport(
     any_server: Callable[..., Any], peers: Callable[..., Peer], transports: list[str]
 ):
-    srv = any_server(transports=transports)
+    # python-engineio keeps a pending long-poll open until the next ping when
+    # the client disconnects: a short ping interval keeps the teardown quick
+    srv = any_server(transports=transports, ping_interval=1000)
     info = engineio_open(srv.url) if transports == ["polling"] else None
     if info is not None:
         assert info["upgrades"] == []
@@ -157,13 +160,15 @@ def test_events_and_counters(any_server: Callable[..., Any], peers: Callable[...
     assert stats["count"] == 10
 
     p.sio.emit("flood", {"n": 200, "event": "f", "payload": {"k": 1}})
-    p.get("flood_done")
     got = 0
-    while not p.events.empty():
-        _, name, args = p.events.get_nowait()
-        if name == "f":
-            assert args == ({"k": 1},)
-            got += 1
+    while True:
+        _, name, args = p.events.get(timeout=TIMEOUT)
+        if name == "flood_done":
+            assert args == (200,)
+            break
+        assert name == "f"
+        assert args == ({"k": 1},)
+        got += 1
     assert got == 200
 
     p.sio.emit("server_emit_with_ack", {"event": "please_ack", "args": [1, b"\x02"]})
@@ -213,7 +218,7 @@ def test_node_dynamic_namespace(node_server: Callable[..., NodeServer], peers: C
 
 
 def test_cookie_affinity(any_server: Callable[..., Any], peers: Callable[..., Peer]):
-    srv = any_server(cookie=True, transports=["polling"])
+    srv = any_server(cookie=True, transports=["polling"], ping_interval=1000)
     with urllib.request.urlopen(f"{srv.url}/socket.io/?EIO=4&transport=polling") as r:
         sid = json.loads(r.read().decode()[1:])["sid"]
         assert f"io={sid}" in r.headers.get("Set-Cookie", "")
@@ -224,7 +229,28 @@ def test_cookie_affinity(any_server: Callable[..., Any], peers: Callable[..., Pe
     assert any(c and c.startswith("io=") for c in cookies["requests"]), cookies
 
 
-def test_node_recovery_and_msgpack_start(node_server: Callable[..., NodeServer], peers):
+def test_msgpack_tls_path_welcome(
+    any_server: Callable[..., Any], peers: Callable[..., Peer], tls_files: dict[str, str]
+):
+    srv = any_server(parser="msgpack", tls=tls_files, path="/custom/", welcome="hello")
+    assert srv.url.startswith("https://")
+    http = requests.Session()
+    # REQUESTS_CA_BUNDLE in the environment would override session.verify
+    http.trust_env = False
+    http.verify = tls_files["cert"]
+    p = peers("/", serializer="msgpack", http_session=http)
+    p.sio.connect(srv.url, socketio_path="/custom/", wait_timeout=TIMEOUT)
+    hello = p.get("hello")[0]
+    assert hello["id"] == p.sio.get_sid("/")
+    assert hello["recovered"] is False
+    assert p.sio.call("echo_ack", (1, b"\x01", {"a": [1.5]}), timeout=TIMEOUT) == (
+        1,
+        b"\x01",
+        {"a": [1.5]},
+    )
+
+
+def test_node_recovery(node_server: Callable[..., NodeServer], peers: Callable[..., Peer]):
     rec = node_server(connection_state_recovery=True)
     p = peers("/")
     p.sio.connect(rec.url, wait_timeout=TIMEOUT)
@@ -234,10 +260,6 @@ def test_node_recovery_and_msgpack_start(node_server: Callable[..., NodeServer],
     assert args[0] == "a"
     assert len(args) == 2
     assert isinstance(args[1], str)
-
-    # python-socketio cannot speak msgpack: only prove the server is up
-    mp = node_server(parser="msgpack", path="/custom/")
-    assert engineio_open(mp.url, "/custom/")["sid"]
 
 
 def test_restart_same_port(any_server: Callable[..., Any], peers: Callable[..., Peer]):

@@ -32,7 +32,9 @@ SERVERS_DIR = Path(__file__).resolve().parent
 NODE_DIR = SERVERS_DIR / "node"
 NODE_SERVER_JS = NODE_DIR / "server.js"
 PY_SERVER = SERVERS_DIR / "py_server.py"
-MOSQUITTO_BIN = os.environ.get("MOSQUITTO_BIN") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_BIN = (
+    os.environ.get("MOSQUITTO_BIN") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+)
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -122,6 +124,28 @@ def wait_port_closed(port: int, host: str = HOST, timeout: float = 5.0) -> bool:
 
 def node_modules_ok() -> bool:
     return (NODE_DIR / "node_modules" / "socket.io").is_dir()
+
+
+def make_tls_cert(directory: str | os.PathLike[str], cn: str = HOST) -> dict[str, str]:
+    """Write a self-signed cert/key for ``cn`` (IP SAN 127.0.0.1, DNS localhost)
+    into ``directory`` with the openssl CLI. Returns ``{"key": path, "cert": path}``,
+    ready for ``NodeServer(tls=...)`` / ``PySocketIOServer(tls=...)``; the cert
+    file doubles as the CA bundle for clients."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        [
+            shutil.which("openssl") or "openssl",
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", f"/CN={cn}",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return {"key": str(key), "cert": str(cert)}
 
 
 def _snake_to_camel(name: str) -> str:
@@ -377,8 +401,7 @@ class NodeServer(_SocketIOServer):
     def command(self) -> list[str]:
         if not node_modules_ok():
             raise ServerStartError(
-                f"{NODE_DIR}/node_modules is missing: run `make test` or "
-                f"`cd {NODE_DIR} && npm ci`"
+                f"{NODE_DIR}/node_modules is missing: run `make test` or `cd {NODE_DIR} && npm ci`"
             )
         node = shutil.which("node") or "node"
         return [node, str(NODE_SERVER_JS), self.config_json()]

@@ -144,8 +144,12 @@ def build(config: dict[str, Any]) -> tuple[socketio.AsyncServer, Any]:
         async def on_ack_nothing(self, sid: str, *args: Any) -> None:
             return None
 
-        async def on_no_ack(self, sid: str, *args: Any) -> None:
-            pass
+        async def trigger_event(self, event: str, *args: Any) -> Any:
+            if event == "no_ack":
+                # python-socketio acks whatever a handler returns (None included); only
+                # "not handled" leaves the ack unanswered, as the Node server's no_ack does
+                return self.server.not_handled
+            return await super().trigger_event(event, *args)
 
         async def on_count(self, sid: str, *args: Any) -> None:
             self._st()["count"] += 1

@@ -7,9 +7,13 @@ so a long GET never blocks a POST) that share one cookie jar for sticky sessions
 from __future__ import annotations
 
 import logging
+import socket
+import weakref
 from typing import Any
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from sio_mqtt.engineio.transports.base import (
     TransportClosed,
@@ -34,6 +38,33 @@ def _error_message(response: requests.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def _tracking_adapter(sockets: weakref.WeakSet[socket.socket]) -> HTTPAdapter:
+    """An adapter whose connections register their sockets, so ``close()`` can shut down a
+    long-poll GET blocked in ``recv`` at once instead of waiting out its read timeout."""
+
+    class TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            if self.sock is not None:
+                sockets.add(self.sock)
+
+    class TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            if self.sock is not None:
+                sockets.add(self.sock)
+
+    class HTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = TrackedHTTPConnection
+
+    class HTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = TrackedHTTPSConnection
+
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1)
+    adapter.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
+    return adapter
+
+
 class BadPollBody(ValueError):
     """A poll body that is too large or not UTF-8: the session ends with "parse error"."""
 
@@ -48,12 +79,16 @@ class PollingTransport:
         #: a poll body above this is hostile (the server ignores our maxPayload when it writes)
         self.max_receive = max_receive
         self.sid: str | None = None
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._get = self._make_session()
         self._post = self._make_session()
         self._closed = False
 
     def _make_session(self) -> requests.Session:
         session = requests.Session()
+        adapter = _tracking_adapter(self._sockets)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         session.cookies = self.options.cookies
         session.headers.update(self.options.headers)
         session.verify = self.options.verify
@@ -121,7 +156,13 @@ class PollingTransport:
             raise BadPollBody("poll body is not UTF-8") from exc
 
     def close(self) -> None:
+        """Close both sessions, waking a GET or POST blocked on the network at once."""
         self._closed = True
+        for sock in list(self._sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for session in (self._get, self._post):
             try:
                 session.close()

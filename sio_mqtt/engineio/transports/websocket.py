@@ -109,7 +109,7 @@ class WebSocketTransport:
             opcode, data = ws.recv_data()
         except wsc.WebSocketTimeoutException:
             return None
-        except socket.timeout:
+        except TimeoutError:
             return None
         except wsc.WebSocketConnectionClosedException as exc:
             raise TransportClosed("websocket closed by the server") from exc
@@ -147,6 +147,6 @@ class WebSocketTransport:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-            self._ws.shutdown()
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
         except Exception:  # closing must never raise
             log.debug("websocket close failed", exc_info=True)

@@ -89,10 +89,10 @@ function recordCookies(req) {
     // ignore
   }
 }
+const io = new Server(httpServer, opts);
+// after attaching: engine.io re-registers the "request" listeners it finds
 httpServer.prependListener("request", recordCookies);
 httpServer.prependListener("upgrade", recordCookies);
-
-const io = new Server(httpServer, opts);
 
 io.engine.on("connection_error", (err) => {
   process.stderr.write(`engine connection_error: ${err.code} ${err.message}\n`);
@@ -272,12 +272,28 @@ httpServer.listen(port, host, () => {
   process.stdout.write(`LISTENING ${httpServer.address().port}\n`);
 });
 
+// raw TCP connections, so that shutdown does not wait for peers that keep a
+// socket open after a close frame
+const rawSockets = new Set();
+httpServer.on("connection", (sock) => {
+  rawSockets.add(sock);
+  sock.once("close", () => rawSockets.delete(sock));
+});
+httpServer.on("secureConnection", (sock) => {
+  rawSockets.add(sock);
+  sock.once("close", () => rawSockets.delete(sock));
+});
+
 let closing = false;
 function shutdown() {
   if (closing) return;
   closing = true;
   setTimeout(() => process.exit(0), 2000).unref();
+  // graceful: disconnect packets / close frames first, then drop what is left
   io.close(() => process.exit(0));
+  setTimeout(() => {
+    for (const sock of rawSockets) sock.destroy();
+  }, 200).unref();
 }
 process.on("SIGTERM", shutdown);
 process.on("SIGINT", shutdown);

@@ -1,0 +1,67 @@
+# One entry point for humans and CI: `make test` on a fresh clone sets up everything it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+NODE_DIR := tests/servers/node
+PYTEST_ARGS ?=
+
+.PHONY: help install node mosquitto lint typecheck test test-fast demo bench bench-smoke clean
+
+help:
+	@echo "make test         install what the tests need, lint, type-check, run the whole suite"
+	@echo "make demo         run the gateway end to end locally (broker, server, gateway, device)"
+	@echo "make bench        run the benchmark suite against the peers"
+	@echo "make bench-smoke  a few-seconds run of the benchmarks (keeps them from rotting)"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test,msgpack,bench]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+node: $(NODE_DIR)/node_modules/.installed
+
+# mosquitto: from PATH (or /usr/sbin, where Debian puts it); as root, install Debian's package.
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing mosquitto (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+		echo "mosquitto is needed by the tests: install it (Debian/Ubuntu: sudo apt-get install mosquitto;" \
+		     "macOS: brew install mosquitto) and make sure it is on PATH" >&2; exit 1; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check sio_mqtt tests benchmarks
+	$(VENV)/bin/ruff format --check sio_mqtt tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install node mosquitto lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: install mosquitto-optional
+	$(PY) -m sio_mqtt.cli demo
+
+mosquitto-optional:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+		$(PY) -m pip install -q -e '.[demo]'
+
+bench: install node mosquitto
+	$(PY) -m benchmarks.run
+
+bench-smoke: install node mosquitto
+	$(PY) -m benchmarks.run --smoke
+
+clean:
+	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
