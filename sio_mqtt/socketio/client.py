@@ -148,7 +148,12 @@ class Manager:
             self._closing = False
             self._stop_reconnect.clear()
             self.dispatcher.start()
-            self._connect_engine()
+            try:
+                self._connect_engine()
+            except ConnectError:
+                self.dispatcher.stop()
+                self.scheduler.stop()
+                raise
             return True
 
     def _connect_engine(self) -> None:
@@ -192,6 +197,7 @@ class Manager:
             for sock in sockets:
                 sock._active = False
                 sock._fail_buffered(f"connection lost for good ({reason})")
+            self.close()  # nothing will reconnect: end the helper threads too
 
     def _start_reconnect(self) -> None:
         with self._lock:
@@ -218,6 +224,7 @@ class Manager:
                 for sock in list(self.sockets.values()):
                     sock._active = False
                     sock._fail_buffered("reconnection failed")
+                self.close()
                 return
             delay = backoff_delay(
                 attempt, self.reconnect_delay, self.reconnect_delay_max, self.randomization_factor

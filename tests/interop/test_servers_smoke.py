@@ -131,7 +131,7 @@ def test_single_transport(
 ):
     # python-engineio keeps a pending long-poll open until the next ping when
     # the client disconnects: a short ping interval keeps the teardown quick
-    srv = any_server(transports=transports, ping_interval=1000)
+    srv = any_server(transports=transports, ping_interval=1000, ping_timeout=1000)
     info = engineio_open(srv.url) if transports == ["polling"] else None
     if info is not None:
         assert info["upgrades"] == []
@@ -218,7 +218,7 @@ def test_node_dynamic_namespace(node_server: Callable[..., NodeServer], peers: C
 
 
 def test_cookie_affinity(any_server: Callable[..., Any], peers: Callable[..., Peer]):
-    srv = any_server(cookie=True, transports=["polling"], ping_interval=1000)
+    srv = any_server(cookie=True, transports=["polling"], ping_interval=1000, ping_timeout=1000)
     with urllib.request.urlopen(f"{srv.url}/socket.io/?EIO=4&transport=polling") as r:
         sid = json.loads(r.read().decode()[1:])["sid"]
         assert f"io={sid}" in r.headers.get("Set-Cookie", "")

@@ -323,6 +323,8 @@ class ServerProcess:
             return None
         if self.proc.poll() is None:
             self._signal(signal.SIGTERM)
+            # a test may have frozen the server with SIGSTOP: let it handle SIGTERM
+            self._signal(signal.SIGCONT)
             if not self._reap(timeout):
                 self._signal(signal.SIGKILL)
                 self._reap(timeout)

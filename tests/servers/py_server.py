@@ -123,9 +123,7 @@ def build(config: dict[str, Any]) -> tuple[socketio.AsyncServer, Any]:
                 # emitted after the CONNECT packet has been sent
                 async def _welcome() -> None:
                     await asyncio.sleep(0)
-                    await self.emit(
-                        welcome, {"id": sid, "nsp": ns, "recovered": False}, to=sid
-                    )
+                    await self.emit(welcome, {"id": sid, "nsp": ns, "recovered": False}, to=sid)
 
                 spawn(_welcome())
 
