@@ -187,6 +187,7 @@ class ServerProcess:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._ready = threading.Event()
+        self._listening_port: int | None = None
         self._threads: list[threading.Thread] = []
         self.starts = 0
 
@@ -237,7 +238,7 @@ class ServerProcess:
         self._stdout.clear()
         self._stderr.clear()
         self._ready.clear()
-        self._listening_port: int | None = None
+        self._listening_port = None
         cmd = self.command()
         # a server that has just been killed may leave the port busy very briefly
         deadline = time.monotonic() + self.start_timeout

@@ -120,7 +120,12 @@ class PollingTransport:
     ) -> str:
         if self._closed:
             raise TransportClosed("polling transport closed")
-        kwargs: dict[str, Any] = {"timeout": (self.options.connect_timeout, read_timeout)}
+        kwargs: dict[str, Any] = {
+            "timeout": (self.options.connect_timeout, read_timeout),
+            # per request: a session-level verify=False or CA path would lose against
+            # REQUESTS_CA_BUNDLE from the environment (a long-standing requests quirk)
+            "verify": self.options.verify,
+        }
         if body is not None:
             kwargs["data"] = body.encode("utf-8")
             kwargs["headers"] = _POST_HEADERS

@@ -1,0 +1,317 @@
+"""The gateway's MQTT connection: a thin, thread-safe wrapper around paho-mqtt 2.x.
+
+Why a wrapper: the bridge should not care about protocol versions, TLS, reconnects or the
+availability convention. This module owns them:
+
+* MQTT 5 or 3.1.1 (``mqtt.protocol``); ``clean_start`` (clean-session for 3.1.1) and, for v5, the
+  Session Expiry Interval.
+* Username/password from the config (the password is a ``SecretStr``; it is revealed only to paho
+  and never logged), TLS from ``mqtt.tls``.
+* Availability: the Last Will is ``{base_topic}/status`` = ``offline`` (retained, QoS 1), and
+  ``online`` (retained) is published on *every* connect, after the subscriptions are restored.
+* Subscriptions are restored in ``on_connect`` on every (re)connect, so a broker that lost the
+  session (restart without persistence, ``clean_start: true``) still delivers.
+* ``TCP_NODELAY`` on the broker socket (``mqtt.tcp_nodelay``) so small request/reply messages are not
+  delayed by Nagle's algorithm.
+* paho's network thread (``loop_start``) reads and writes; it reconnects by itself with a back-off
+  between ``reconnect_min_delay`` and ``reconnect_max_delay`` seconds.
+
+Outgoing queue while the broker is down
+---------------------------------------
+paho keeps QoS 1/2 messages that could not be sent yet and sends them in order after reconnecting.
+That queue is bounded by ``max_queued`` (``queues.socketio_to_mqtt``): when it is full,
+:meth:`MqttConnection.publish` returns :attr:`PublishResult.QUEUE_FULL` and the message is *not*
+queued (drop-newest: the caller reports and counts the drop). QoS 0 messages are never queued:
+while disconnected they are dropped (:attr:`PublishResult.NOT_CONNECTED`), as QoS 0 allows.
+``publish`` never blocks, so it is safe to call from the Socket.IO dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from sio_mqtt.gateway.config import MqttConfig
+
+__all__ = ["MqttConnection", "PublishResult", "reply_properties"]
+
+log = logging.getLogger("sio_mqtt.gateway.mqtt")
+
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+
+MessageHandler = Callable[[paho.MQTTMessage], None]
+StateHandler = Callable[[bool], None]
+
+
+class PublishResult(enum.Enum):
+    """What happened to a publish request (never an exception: callers count and report)."""
+
+    OK = "ok"  # sent, or queued by paho to be sent after reconnecting (QoS > 0)
+    NOT_CONNECTED = "not_connected"  # QoS 0 while disconnected: dropped
+    QUEUE_FULL = "queue_full"  # the bounded outgoing queue is full: dropped
+    ERROR = "error"  # invalid topic/payload or another paho error
+
+
+def reply_properties(
+    response_topic: str | None = None,
+    correlation_data: bytes | None = None,
+    user_properties: Sequence[tuple[str, str]] = (),
+) -> Properties:
+    """MQTT 5 PUBLISH properties for requests and replies."""
+    props = Properties(PacketTypes.PUBLISH)
+    if response_topic is not None:
+        props.ResponseTopic = response_topic
+    if correlation_data is not None:
+        props.CorrelationData = correlation_data
+    if user_properties:
+        props.UserProperty = list(user_properties)
+    return props
+
+
+class MqttConnection:
+    """One MQTT client session of the gateway (see the module docstring).
+
+    ``on_message`` runs on paho's network thread for every message on a subscribed filter; it must
+    not block. ``on_state(connected)`` runs on the same thread on connect/disconnect.
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        on_message: MessageHandler,
+        on_state: StateHandler | None = None,
+        max_queued: int = 10_000,
+        max_inflight: int = 1000,
+        reconnect_min_delay: float = 0.5,
+        reconnect_max_delay: float = 5.0,
+    ) -> None:
+        self.cfg = cfg
+        self.v5 = cfg.protocol == 5
+        self.status_topic = f"{cfg.base_topic}/status"
+        self._on_message_cb = on_message
+        self._on_state_cb = on_state
+        self._subscriptions: dict[str, int] = {}
+        self._sub_lock = threading.Lock()
+        self._connected = False
+        self._stopping = False
+        self._ever_connected = False
+        self.connects = 0
+        #: connection losses after a successful connect (the reconnect counter of the metrics)
+        self.reconnects = 0
+        self._connected_event = threading.Event()
+        self._last_info: paho.MQTTMessageInfo | None = None
+
+        protocol = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            clean_session=None if self.v5 else cfg.clean_start,
+            protocol=protocol,
+            reconnect_on_failure=True,
+        )
+        client.enable_logger(logging.getLogger("sio_mqtt.gateway.paho"))
+        client.max_queued_messages_set(max_queued)
+        client.max_inflight_messages_set(max_inflight)
+        client.reconnect_delay_set(
+            min_delay=max(1, round(reconnect_min_delay)), max_delay=max(1, round(reconnect_max_delay))
+        )
+        if cfg.username is not None or cfg.password is not None:
+            client.username_pw_set(
+                cfg.username or "",
+                cfg.password.get_secret_value() if cfg.password is not None else None,
+            )
+        if cfg.tls.enabled:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED if cfg.tls.verify else ssl.CERT_NONE,
+            )
+            client.tls_insecure_set(not cfg.tls.verify)
+        client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        self.client = client
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected_event.wait(timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (never raises for an unreachable broker: paho retries)."""
+        props: Properties | None = None
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry
+        kwargs: dict[str, Any] = {"keepalive": self.cfg.keepalive, "properties": props}
+        if self.v5:
+            kwargs["clean_start"] = self.cfg.clean_start
+        self.client.connect_async(self.cfg.host, self.cfg.port, **kwargs)
+        self.client.loop_start()
+        log.info(
+            "MQTT: connecting to %s:%d (protocol %s, client id %r)",
+            self.cfg.host,
+            self.cfg.port,
+            self.cfg.protocol,
+            self.cfg.client_id,
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained), wait up to ``timeout`` for queued QoS>0 messages and
+        that one, then disconnect cleanly (the broker does not send the will) and end the thread."""
+        self._stopping = True
+        if self._connected:
+            info = self.client.publish(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.info("MQTT: 'offline' not confirmed: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected = False
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the last QoS>0 publish was acknowledged (the broker acks in order)."""
+        info = self._last_info
+        if info is None or info.is_published():
+            return True
+        if not self._connected:
+            return False
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    # -- subscriptions -----------------------------------------------------------------------
+    def subscribe(self, filters: Iterable[tuple[str, int]]) -> None:
+        """Add subscriptions (kept and restored on every reconnect); subscribes now if connected."""
+        new: list[tuple[str, int]] = []
+        with self._sub_lock:
+            for topic, qos in filters:
+                if self._subscriptions.get(topic) != qos:
+                    self._subscriptions[topic] = qos
+                    new.append((topic, qos))
+        if new and self._connected:
+            self._send_subscribe(new)
+
+    def _send_subscribe(self, filters: list[tuple[str, int]]) -> None:
+        rc, _mid = self.client.subscribe(filters)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.warning("MQTT: subscribe failed (%s); retried on the next connect", rc)
+
+    # -- publishing --------------------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> PublishResult:
+        """Publish without blocking; see the module docstring for the queue's overflow rule."""
+        try:
+            info = self.client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties if self.v5 else None
+            )
+        except ValueError as exc:
+            log.warning("MQTT: cannot publish on %r: %s", topic, exc)
+            return PublishResult.ERROR
+        rc = info.rc
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if qos:
+                self._last_info = info
+            return PublishResult.OK
+        if rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # QoS > 0: paho keeps it and sends it after reconnecting
+            if qos:
+                self._last_info = info
+                return PublishResult.OK
+            return PublishResult.NOT_CONNECTED
+        if rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return PublishResult.QUEUE_FULL
+        return PublishResult.ERROR
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if not self.cfg.tcp_nodelay:
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError) as exc:  # e.g. a unix or websocket transport
+            log.debug("MQTT: TCP_NODELAY not set: %s", exc)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT: broker refused the connection: %s", reason_code)
+            return
+        self.connects += 1
+        log.info(
+            "MQTT: connected to %s:%d (session present: %s)",
+            self.cfg.host,
+            self.cfg.port,
+            flags.session_present,
+        )
+        with self._sub_lock:
+            subs = list(self._subscriptions.items())
+        if subs:
+            self._send_subscribe(subs)
+        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        self._connected = True
+        self._ever_connected = True
+        self._connected_event.set()
+        if self._on_state_cb is not None:
+            self._on_state_cb(True)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was = self._connected
+        self._connected = False
+        self._connected_event.clear()
+        if self._stopping:
+            log.info("MQTT: disconnected")
+        else:
+            if was:
+                self.reconnects += 1
+            log.warning("MQTT: connection lost (%s); reconnecting", reason_code)
+        if self._on_state_cb is not None and was:
+            self._on_state_cb(False)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            self._on_message_cb(message)
+        except Exception:
+            log.exception("MQTT: message handler failed for topic %r", message.topic)
