@@ -146,6 +146,7 @@ class EngineIOClient:
         if first is None:
             raise TimeoutError("no handshake on the websocket")
         handshake = self.session.open(decode_packet(first), self.transports)
+        ws.max_message = self.max_receive
         log.debug("engine.io open on websocket, sid=%s", handshake.sid)
         self._start(self._websocket_reader, "reader", ws)
 
@@ -275,6 +276,7 @@ class EngineIOClient:
         ws: WebSocketTransport | None = None
         try:
             ws = WebSocketTransport.open(self.options, sid=session.sid, timeout=probe_timeout)
+            ws.max_message = self.max_receive
             with self._cond:
                 if session.closed:
                     ws.close()

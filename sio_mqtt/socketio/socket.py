@@ -398,10 +398,14 @@ class Socket:
             if self._state is SocketState.DISCONNECTED:
                 return  # not ours (any more)
             data = packet.data
-            if self._pid is not None and packet.id is None and len(data) > 1:
-                if data[-1].__class__ is str:
-                    # connection-state recovery: the server appended the offset to the event
-                    self._offset = data.pop()
+            if (
+                self._pid is not None
+                and packet.id is None
+                and len(data) > 1
+                and data[-1].__class__ is str
+            ):
+                # connection-state recovery: the server appended the offset to the event
+                self._offset = data.pop()
             self._manager.dispatcher.submit(self._run_event, data[0], data[1:], packet.id)
         elif kind is PacketType.ACK or kind is PacketType.BINARY_ACK:
             self._on_ack(packet)

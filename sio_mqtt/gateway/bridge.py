@@ -1,0 +1,888 @@
+"""The gateway runtime: the two directions, the ack/reply flows, availability and shutdown.
+
+Threads (no thread per message):
+
+* paho's network thread receives MQTT messages, matches routes, decodes payloads and puts work
+  on one bounded queue; it also answers server ack requests when a device's reply arrives;
+* ONE worker thread takes the queue in order and calls ``emit`` / ``emit_with_ack``; it never
+  waits for an ack: the ack future's callback publishes the reply, so many requests are in flight;
+* the Socket.IO client's dispatcher runs :meth:`Gateway._sio_event` (Socket.IO -> MQTT) and
+  publishes through paho directly (paho's publish is thread-safe and never blocks);
+* one deadline thread times out server ack requests that wait for a device's reply;
+* a connector thread (re)connects Socket.IO namespaces the client will not reconnect by itself
+  (the server unreachable at start, a server-side disconnect, a refused namespace).
+
+Conventions (also in the README):
+
+**MQTT request -> Socket.IO ack -> MQTT reply.** A route with ``ack: true`` emits with an ack and
+publishes the outcome, never retained, with the route's QoS, to: the request's MQTT v5 Response
+Topic (the reply copies the Correlation Data and carries ``status`` as a user property), else the
+route's ``reply_topic``; with neither, no reply is sent. The payload is JSON:
+``{"status": "ok", "args": [...]}`` (the ack's arguments), ``{"status": "timeout", "error": ...}``,
+``{"status": "error", "error": ...}`` (the connection was lost while waiting, the payload did not
+fit, the event was refused) or ``{"status": "unavailable", "error": ...}`` (Socket.IO was not
+connected and the request could not be held: a full queue or offline buffer, or shutdown).
+
+**Socket.IO server ack request -> MQTT device -> ack.** When the server emits an event asking for
+an ack and a ``socketio_to_mqtt`` route with ``reply: true`` matches (the first such route), the
+event is published (never retained) as a request with a reply address
+``{base_topic}/reply/<instance>/<correlation>`` where ``<instance>`` is random per process and
+``<correlation>`` unique per request:
+
+* MQTT 5: the payload is the normal payload; the PUBLISH has Response Topic = the reply address and
+  Correlation Data = ``<correlation>`` (UTF-8).
+* MQTT 3.1.1 (no properties): the payload is the envelope
+  ``{"reply_to": "<reply address>", "correlation": "<correlation>", "args": [<event arguments>]}``
+  (bytes as ``{"_binary_b64": ...}``).
+
+The device publishes its answer to the reply address (copying the Correlation Data is optional:
+the address alone identifies the request). The answer's payload becomes the ack's arguments: a
+JSON array is spread, any other JSON value/text/bytes is one argument, an empty payload none. With
+no answer within the route's ``ack_timeout`` the ack is ``{"status": "timeout", "error": ...}``;
+if the request could not be published it is ``{"status": "unavailable", "error": ...}``. Events
+with an ack request that no replying route matches are acked at once with no arguments, after
+being published.
+
+**Error reports** go to ``{base_topic}/errors`` (QoS 0, not retained) as
+``{"route": ..., "topic" | "event": ..., "reason": ...}`` and to the log at WARNING; they never
+include payloads or secrets.
+
+**Availability**: ``{base_topic}/status`` is ``online``/``offline`` (retained; ``offline`` is also
+the Last Will); ``{base_topic}/socketio/state`` is ``connected`` (every namespace connected) or
+``disconnected`` (retained).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from sio_mqtt.errors import AckCancelled, AckTimeout, BufferFullError, ConnectError, SocketIOError
+from sio_mqtt.gateway.config import GatewayConfig, all_namespaces
+from sio_mqtt.gateway.http import HealthServer
+from sio_mqtt.gateway.metrics import MQTT_TO_SIO, SIO_TO_MQTT, GatewayMetrics
+from sio_mqtt.gateway.mqtt import MqttConnection, PublishResult, reply_properties
+from sio_mqtt.gateway.routes import (
+    MqttToSocketioRoute,
+    PayloadError,
+    RouteRefused,
+    RouteTable,
+    SocketioToMqttRoute,
+    TemplateError,
+    decode_mqtt_payload,
+    encode_mqtt_payload,
+)
+from sio_mqtt.socketio.client import Client
+from sio_mqtt.socketio.socket import Socket
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("sio_mqtt.gateway")
+
+STATE_CONNECTED = b"connected"
+STATE_DISCONNECTED = b"disconnected"
+_SERVER_DISCONNECT = "io server disconnect"
+
+
+# ------------------------------------------------------------------------------------------------
+# small building blocks
+# ------------------------------------------------------------------------------------------------
+
+
+class _Request:
+    """One MQTT message on its way to Socket.IO."""
+
+    __slots__ = ("args", "attempts", "correlation", "event", "reply_topic", "route", "t0")
+
+    def __init__(
+        self,
+        route: MqttToSocketioRoute,
+        event: str,
+        args: list[Any],
+        reply_topic: str | None,
+        correlation: bytes | None,
+        t0: float,
+    ) -> None:
+        self.route = route
+        self.event = event
+        self.args = args
+        self.reply_topic = reply_topic
+        self.correlation = correlation
+        self.t0 = t0
+        self.attempts = 0
+
+
+class _ServerAck:
+    """A server ack request waiting for a device's MQTT reply."""
+
+    __slots__ = ("ack", "route", "t0", "timeout")
+
+    def __init__(
+        self, ack: Callable[..., None], route: SocketioToMqttRoute, t0: float, timeout: float
+    ) -> None:
+        self.ack = ack
+        self.route = route
+        self.t0 = t0
+        self.timeout = timeout
+
+
+class _BoundedQueue:
+    """A bounded FIFO for one consumer that takes everything queued at once (one lock round trip
+    per batch instead of per item); ``put`` never blocks: a full queue is the caller's drop."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[_Request] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = False
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Request) -> bool:
+        with self._cond:
+            if self._closed or len(self._items) >= self.maxsize:
+                return False
+            self._items.append(item)
+            if self._waiting:
+                self._cond.notify()
+        return True
+
+    def take_all(self) -> collections.deque[_Request] | None:
+        """Everything queued (waiting for at least one item); None once closed and empty."""
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    return None
+                self._waiting = True
+                self._cond.wait()
+                self._waiting = False
+            items = self._items
+            self._items = collections.deque()
+            return items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def drain(self) -> list[_Request]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+
+class _Deadlines:
+    """One thread for every server-ack deadline (instead of a timer per request)."""
+
+    def __init__(self, expired: Callable[[str], None]) -> None:
+        self._expired = expired
+        self._heap: list[tuple[float, str]] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="sio-mqtt-gw-deadlines", daemon=True)
+        self._thread.start()
+
+    def add(self, deadline: float, key: str) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, key))
+            if self._heap[0][1] == key:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    if self._heap:
+                        delay = self._heap[0][0] - time.monotonic()
+                        if delay <= 0:
+                            _, key = heapq.heappop(self._heap)
+                            break
+                        self._cond.wait(delay)
+                    else:
+                        self._cond.wait()
+            try:
+                self._expired(key)
+            except Exception:
+                log.exception("deadline handler failed")
+
+    def stop(self, timeout: float = 1.0) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+
+def _ack_args(value: Any) -> list[Any]:
+    """The client's ack value (None, one value, a tuple of several) as an argument list."""
+    if value is None:
+        return []
+    if isinstance(value, tuple):
+        return list(value)
+    return [value]
+
+
+def _backoff(attempt: int, delay: float, delay_max: float, jitter: float) -> float:
+    base = min(delay * (2 ** min(attempt, 16)), delay_max)
+    if jitter:
+        base *= 1 + random.uniform(-jitter, jitter)
+    return max(base, 0.05)
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the gateway
+# ------------------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """An MQTT <-> Socket.IO gateway built from a :class:`GatewayConfig`.
+
+    >>> gw = Gateway(load_config("config/gateway.yaml"))   # doctest: +SKIP
+    >>> gw.start()                                         # never raises for a peer that is down
+    >>> gw.run_forever()                                   # until request_stop() (e.g. a signal)
+
+    :attr:`ready` is true while both sides are connected; :attr:`http_port` is the bound port of
+    the health/metrics endpoint (when enabled).
+    """
+
+    def __init__(self, config: GatewayConfig, *, metrics: GatewayMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
+        self.routes = RouteTable.from_config(config)
+        self.namespaces = all_namespaces(config)
+        mcfg = config.mqtt
+        base = mcfg.base_topic
+        self.errors_topic = f"{base}/errors"
+        self.state_topic = f"{base}/socketio/state"
+        self._instance = uuid.uuid4().hex[:12]
+        self._reply_prefix = f"{base}/reply/{self._instance}/"
+        self._corr_ids = itertools.count(1)
+
+        self.mqtt = MqttConnection(
+            mcfg,
+            on_message=self._on_mqtt_message,
+            on_state=self._on_mqtt_state,
+            max_queued=config.queues.socketio_to_mqtt,
+            reconnect_min_delay=config.socketio.reconnect.delay,
+            reconnect_max_delay=config.socketio.reconnect.delay_max,
+        )
+        self._v5 = self.mqtt.v5
+        subs = list(self.routes.subscriptions)
+        if any(r.reply for r in self.routes.outbound):
+            subs.append((self._reply_prefix + "+", 1))
+        self.mqtt.subscribe(subs)
+
+        scfg = config.socketio
+        rc = scfg.reconnect
+        self.client = Client(
+            scfg.url,
+            namespace=self.namespaces[0],
+            path=scfg.path,
+            auth=scfg.auth_payload() or None,
+            headers=scfg.headers,
+            transports=scfg.transports,
+            reconnect=True,
+            reconnect_delay=rc.delay,
+            reconnect_delay_max=rc.delay_max,
+            randomization_factor=rc.randomization_factor,
+            max_reconnect_attempts=rc.max_attempts,
+            connect_timeout=scfg.connect_timeout,
+            verify=scfg.verify,
+            parser=scfg.parser,
+            buffer_size=config.queues.mqtt_to_socketio,
+        )
+        self._sockets: dict[str, Socket] = {}
+        for ns in self.namespaces:
+            sock: Socket = self.client if ns == self.namespaces[0] else self.client.socket(ns)
+            self._sockets[ns] = sock
+            self._bind_socket(ns, sock)
+
+        self._queue = _BoundedQueue(config.queues.mqtt_to_socketio)
+        self._inflight: set[Future[Any]] = set()
+        self._server_acks: dict[str, _ServerAck] = {}
+        self._sio_connected: set[str] = set()
+        self._sio_ever_ready = False
+        self._sio_lock = threading.Lock()
+        self._needs_connect: set[str] = set(self.namespaces)
+        self._connector_wake = threading.Event()
+        self._stopping = False
+        self._started = False
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._connector: threading.Thread | None = None
+        self._deadlines: _Deadlines | None = None
+        self.http: HealthServer | None = None
+
+        self.metrics.track_queue(MQTT_TO_SIO, lambda: len(self._queue))
+        self.metrics.track_queue("pending_requests", lambda: len(self._server_acks))
+        self.metrics.track_queue(
+            "socketio_offline_buffer", lambda: sum(s.buffered for s in self._sockets.values())
+        )
+
+    # -- public state -------------------------------------------------------------------------
+    @property
+    def socketio_connected(self) -> bool:
+        return len(self._sio_connected) == len(self.namespaces)
+
+    @property
+    def ready(self) -> bool:
+        """Both sides connected (what ``/readyz`` reports)."""
+        return self.mqtt.connected and self.socketio_connected
+
+    def readiness(self) -> dict[str, bool]:
+        return {"mqtt": self.mqtt.connected, "socketio": self.socketio_connected}
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http is not None else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start both sides in the background; a peer that is down is retried, never fatal.
+
+        Raises only for local problems (e.g. the HTTP port is taken: ``OSError``).
+        """
+        if self._started:
+            return
+        self._started = True
+        hcfg = self.config.http
+        if hcfg.enabled:
+            self.http = HealthServer(hcfg.host, hcfg.port, self.readiness, self.metrics.registry)
+            self.http.start()
+        self._deadlines = _Deadlines(self._server_ack_expired)
+        self._worker = threading.Thread(target=self._work, name="sio-mqtt-gw-worker", daemon=True)
+        self._worker.start()
+        self.mqtt.start()
+        self._connector = threading.Thread(
+            target=self._connect_loop, name="sio-mqtt-gw-connector", daemon=True
+        )
+        self._connector.start()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run_forever` to stop (safe from a signal handler: only sets an event)."""
+        self._stop_requested.set()
+
+    def run_forever(self, stop_timeout: float = 10.0) -> None:
+        """:meth:`start`, wait for :meth:`request_stop`, then :meth:`stop`."""
+        self.start()
+        while not self._stop_requested.wait(0.5):
+            pass
+        self.stop(stop_timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the gateway has stopped; False on timeout."""
+        return self._stopped.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop: take no new input, deliver what is queued (bounded by ``timeout``),
+        answer what still waits with ``unavailable``, publish ``offline`` and disconnect."""
+        with self._stop_lock:
+            if self._stopped.is_set() or not self._started:
+                self._stopped.set()
+                return
+            self._stopping = True
+        log.info("stopping: flushing queued messages (up to %.1f s)", timeout)
+        deadline = time.monotonic() + timeout
+        self._stop_requested.set()
+        self._connector_wake.set()
+
+        def left(share: float = 1.0) -> float:
+            return max(0.0, (deadline - time.monotonic()) * share)
+
+        # 1. MQTT -> Socket.IO: the worker empties its queue, then in-flight acks complete.
+        self._queue.close()
+        if self._worker is not None:
+            self._worker.join(left(0.4))
+        for req in self._queue.drain():
+            self.metrics.drop(MQTT_TO_SIO, "stopping")
+            self._finish_request(req, "unavailable", error="the gateway is shutting down")
+        inflight = list(self._inflight)
+        if inflight:
+            wait_futures(inflight, timeout=left(0.5))
+        # 2. server ack requests still waiting for a device
+        for key in list(self._server_acks):
+            pending = self._server_acks.pop(key, None)
+            if pending is not None:
+                self._answer_server_ack(pending, "unavailable", "the gateway is shutting down")
+        if self._deadlines is not None:
+            self._deadlines.stop()
+        # 3. Socket.IO
+        self.mqtt.publish(self.state_topic, STATE_DISCONNECTED, qos=1, retain=True)
+        try:
+            self.client.disconnect()
+        except SocketIOError as exc:
+            log.info("Socket.IO disconnect: %s", exc)
+        if self._connector is not None:
+            self._connector.join(left(0.5))
+        # 4. MQTT: queued publishes, then "offline"
+        self.mqtt.flush(left(0.5))
+        self.mqtt.stop(max(left(), 0.5))
+        self.metrics.set_connected("mqtt", False)
+        self.metrics.set_connected("socketio", False)
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")
+        self._stopped.set()
+
+    # -- error reports --------------------------------------------------------------------------
+    def _report(
+        self,
+        kind: str,
+        route: str | None,
+        reason: str,
+        *,
+        topic: str | None = None,
+        event: str | None = None,
+    ) -> None:
+        """Count, log at WARNING and publish an error report (never with payloads/secrets)."""
+        self.metrics.error(kind)
+        body: dict[str, Any] = {"route": route}
+        if topic is not None:
+            body["topic"] = topic
+        if event is not None:
+            body["event"] = event
+        body["reason"] = reason
+        log.warning(
+            "%s error: route %s, %s %r: %s",
+            kind,
+            route,
+            "topic" if topic is not None else "event",
+            topic if topic is not None else event,
+            reason,
+        )
+        self.mqtt.publish(self.errors_topic, json.dumps(body, ensure_ascii=False), qos=0)
+
+    # -- MQTT side (paho network thread) ---------------------------------------------------------
+    def _on_mqtt_state(self, connected: bool) -> None:
+        self.metrics.set_connected("mqtt", connected)
+        if connected:
+            if self.mqtt.connects > 1:
+                self.metrics.reconnected("mqtt")
+            state = STATE_CONNECTED if self.socketio_connected else STATE_DISCONNECTED
+            self.mqtt.publish(self.state_topic, state, qos=1, retain=True)
+
+    def _on_mqtt_message(self, msg: paho.MQTTMessage) -> None:
+        topic = msg.topic
+        if topic.startswith(self._reply_prefix):
+            self._on_device_reply(msg, topic)
+            return
+        matches = self.routes.inbound_for(topic)
+        if not matches:
+            return
+        if self._stopping:
+            self.metrics.drop(MQTT_TO_SIO, "stopping")
+            return
+        payload = msg.payload
+        props = msg.properties if self._v5 else None
+        t0 = time.perf_counter()
+        for route, captures in matches:
+            try:
+                event = route.event_for(captures)
+            except RouteRefused as exc:
+                self._report("refused", route.name, exc.reason, topic=topic)
+                self._reply_now(route, captures, None, props, "error", exc.reason)
+                continue
+            try:
+                args = route.args_for(payload)
+            except PayloadError as exc:
+                self._report("payload", route.name, exc.reason, topic=topic)
+                self._reply_now(route, captures, event, props, "error", exc.reason)
+                continue
+            reply_topic: str | None = None
+            correlation: bytes | None = None
+            if route.ack:
+                reply_topic, correlation = self._reply_address(route, captures, event, props)
+            req = _Request(route, event, args, reply_topic, correlation, t0)
+            if not self._queue.put(req):
+                self.metrics.drop(MQTT_TO_SIO, "queue_full")
+                self._report(
+                    "queue_full",
+                    route.name,
+                    f"the mqtt_to_socketio queue is full ({self._queue.maxsize}); message dropped",
+                    topic=topic,
+                )
+                self._finish_request(req, "unavailable", error="the gateway's queue is full")
+
+    def _reply_address(
+        self,
+        route: MqttToSocketioRoute,
+        captures: Mapping[str, str],
+        event: str | None,
+        props: Any,
+    ) -> tuple[str | None, bytes | None]:
+        """The request's v5 Response Topic + Correlation Data, else the route's reply_topic."""
+        correlation: bytes | None = None
+        if props is not None:
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+            if response_topic:
+                return str(response_topic), correlation
+        try:
+            return route.reply_topic_for(captures, event), correlation
+        except TemplateError:
+            return None, correlation
+
+    def _reply_now(
+        self,
+        route: MqttToSocketioRoute,
+        captures: Mapping[str, str],
+        event: str | None,
+        props: Any,
+        status: str,
+        error: str,
+    ) -> None:
+        if not route.ack:
+            return
+        topic, correlation = self._reply_address(route, captures, event, props)
+        if topic is not None:
+            self._publish_reply(topic, correlation, route.qos, status, None, error)
+        self.metrics.ack(MQTT_TO_SIO, route.name, status)
+
+    # -- MQTT -> Socket.IO worker ----------------------------------------------------------------
+    def _work(self) -> None:
+        take_all = self._queue.take_all
+        emit_one = self._emit
+        while True:
+            batch = take_all()
+            if batch is None:
+                return
+            for req in batch:
+                try:
+                    emit_one(req)
+                except Exception:  # never let one message end the worker
+                    log.exception("emit failed for route %s", req.route.name)
+
+    def _emit(self, req: _Request) -> None:
+        route = req.route
+        sock = self._sockets[route.namespace]
+        if not route.ack:
+            try:
+                sock.emit(req.event, *req.args)
+            except BufferFullError:
+                self.metrics.drop(MQTT_TO_SIO, "buffer_full")
+                self._report(
+                    "buffer_full",
+                    route.name,
+                    "Socket.IO is not connected and its offline buffer is full; message dropped",
+                    event=req.event,
+                )
+                return
+            self.metrics.message(MQTT_TO_SIO, route.name)
+            return
+        try:
+            future = sock.emit_with_ack(req.event, *req.args, timeout=route.ack_timeout)
+        except BufferFullError:
+            self.metrics.drop(MQTT_TO_SIO, "buffer_full")
+            self._finish_request(
+                req, "unavailable", error="Socket.IO is not connected and the request cannot be held"
+            )
+            return
+        self.metrics.message(MQTT_TO_SIO, route.name)
+        self._inflight.add(future)
+        future.add_done_callback(lambda fut: self._ack_done(req, fut))
+
+    def _ack_done(self, req: _Request, fut: Future[Any]) -> None:
+        """Runs on the thread that completed the future (reader, scheduler): publish the reply."""
+        self._inflight.discard(fut)
+        exc = fut.exception()
+        if exc is None:
+            self._finish_request(req, "ok", args=_ack_args(fut.result()))
+        elif isinstance(exc, AckTimeout):
+            if req.attempts < req.route.retries and not self._stopping:
+                req.attempts += 1
+                try:
+                    self._emit(req)
+                except Exception:
+                    log.exception("re-emit failed for route %s", req.route.name)
+                    self._finish_request(req, "error", error="re-emit failed")
+                return
+            self._finish_request(
+                req, "timeout", error=f"no ack within {req.route.ack_timeout:g} s"
+            )
+        elif isinstance(exc, AckCancelled) and self._stopping:
+            self._finish_request(req, "unavailable", error="the gateway is shutting down")
+        else:
+            self._finish_request(req, "error", error=str(exc) or type(exc).__name__)
+
+    def _finish_request(
+        self,
+        req: _Request,
+        status: str,
+        *,
+        args: list[Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        if not req.route.ack:
+            return
+        self.metrics.ack(MQTT_TO_SIO, req.route.name, status, time.perf_counter() - req.t0)
+        if req.reply_topic is not None:
+            self._publish_reply(req.reply_topic, req.correlation, req.route.qos, status, args, error)
+
+    def _publish_reply(
+        self,
+        topic: str,
+        correlation: bytes | None,
+        qos: int,
+        status: str,
+        args: list[Any] | None,
+        error: str | None,
+    ) -> None:
+        body: dict[str, Any] = {"status": status}
+        if status == "ok":
+            body["args"] = args if args is not None else []
+        if error is not None:
+            body["error"] = error
+        try:
+            payload = encode_mqtt_payload([body])
+        except PayloadError as exc:
+            payload = json.dumps({"status": "error", "error": exc.reason}).encode()
+            status = "error"
+        props = None
+        if self._v5:
+            props = reply_properties(None, correlation, (("status", status),))
+        result = self.mqtt.publish(topic, payload, qos=qos, retain=False, properties=props)
+        if result is not PublishResult.OK:
+            self.metrics.drop(MQTT_TO_SIO, f"reply_{result.value}")
+
+    # -- Socket.IO -> MQTT (client dispatcher thread) -------------------------------------------
+    def _bind_socket(self, ns: str, sock: Socket) -> None:
+        outbound_for = self.routes.outbound_for
+
+        def on_event(event: str, ack: Callable[..., None] | None, *args: Any) -> None:
+            routes = outbound_for(ns, event)
+            if not routes:
+                if ack is not None:
+                    ack()
+                return
+            self._sio_event(ns, event, ack, args, routes)
+
+        sock.on_any(on_event, with_ack=True)
+        sock.on("connect", lambda: self._sio_state(ns, True))
+        sock.on("disconnect", lambda reason: self._sio_disconnected(ns, reason))
+        sock.on("connect_error", lambda err: self._sio_refused(ns, err))
+        sock.on("reconnect_failed", lambda: self._sio_gave_up(ns))
+
+    def _sio_event(
+        self,
+        ns: str,
+        event: str,
+        ack: Callable[..., None] | None,
+        args: tuple[Any, ...],
+        routes: tuple[SocketioToMqttRoute, ...],
+    ) -> None:
+        if self._stopping:
+            self.metrics.drop(SIO_TO_MQTT, "stopping")
+            if ack is not None:
+                ack({"status": "unavailable", "error": "the gateway is shutting down"})
+            return
+        payload: bytes | None = None
+        waiting = False
+        publish = self.mqtt.publish
+        for route in routes:
+            try:
+                topic = route.topic_for(ns, event, args)
+            except TemplateError as exc:
+                self._report("template", route.name, str(exc), event=event)
+                continue
+            if ack is not None and route.reply and not waiting:
+                waiting = self._publish_request(route, event, topic, args, ack)
+                continue
+            if payload is None:
+                try:
+                    payload = encode_mqtt_payload(args)
+                except PayloadError as exc:
+                    self._report("payload", route.name, exc.reason, event=event)
+                    break
+            result = publish(topic, payload, route.qos, route.retain)
+            if result is PublishResult.OK:
+                self.metrics.message(SIO_TO_MQTT, route.name)
+            else:
+                self._publish_failed(route, event, result)
+        if ack is not None and not waiting:
+            ack()
+
+    def _publish_failed(self, route: SocketioToMqttRoute, event: str, result: PublishResult) -> None:
+        self.metrics.drop(SIO_TO_MQTT, result.value)
+        self._report(
+            "publish", route.name, f"MQTT publish failed ({result.value}); dropped", event=event
+        )
+
+    def _publish_request(
+        self,
+        route: SocketioToMqttRoute,
+        event: str,
+        topic: str,
+        args: tuple[Any, ...],
+        ack: Callable[..., None],
+    ) -> bool:
+        """Publish a server ack request with a reply address; True if it now waits for a reply
+        (else the ack was answered already)."""
+        corr = format(next(self._corr_ids), "x")
+        reply_to = self._reply_prefix + corr
+        try:
+            if self._v5:
+                payload = encode_mqtt_payload(args)
+                props = reply_properties(reply_to, corr.encode())
+            else:
+                envelope = {"reply_to": reply_to, "correlation": corr, "args": list(args)}
+                payload = encode_mqtt_payload([envelope])
+                props = None
+        except PayloadError as exc:
+            self._report("payload", route.name, exc.reason, event=event)
+            ack({"status": "error", "error": exc.reason})
+            self.metrics.ack(SIO_TO_MQTT, route.name, "error")
+            return True
+        t0 = time.perf_counter()
+        pending = _ServerAck(ack, route, t0, route.ack_timeout)
+        self._server_acks[corr] = pending
+        assert self._deadlines is not None
+        self._deadlines.add(time.monotonic() + route.ack_timeout, corr)
+        result = self.mqtt.publish(topic, payload, route.qos, False, props)
+        if result is not PublishResult.OK:
+            self._publish_failed(route, event, result)
+            if self._server_acks.pop(corr, None) is not None:
+                self._answer_server_ack(pending, "unavailable", "MQTT is not available")
+        else:
+            self.metrics.message(SIO_TO_MQTT, route.name)
+        return True
+
+    def _on_device_reply(self, msg: paho.MQTTMessage, topic: str) -> None:
+        """A device answered a server ack request (paho thread): ack the server now."""
+        corr: str | None = None
+        if self._v5 and msg.properties is not None:
+            corr = _text(getattr(msg.properties, "CorrelationData", None))
+        if not corr:
+            corr = topic[len(self._reply_prefix) :]
+        pending = self._server_acks.pop(corr, None)
+        if pending is None:
+            log.info("reply on %r matches no waiting request (late or unknown)", topic)
+            self.metrics.drop(SIO_TO_MQTT, "late_reply")
+            return
+        args = decode_mqtt_payload(msg.payload, "auto", spread=True)
+        self.metrics.ack(SIO_TO_MQTT, pending.route.name, "ok", time.perf_counter() - pending.t0)
+        pending.ack(*args)
+
+    def _server_ack_expired(self, corr: str) -> None:
+        pending = self._server_acks.pop(corr, None)
+        if pending is not None:
+            log.info("route %s: no device reply within %g s", pending.route.name, pending.timeout)
+            self._answer_server_ack(
+                pending, "timeout", f"no reply from MQTT within {pending.timeout:g} s"
+            )
+
+    def _answer_server_ack(self, pending: _ServerAck, status: str, error: str) -> None:
+        self.metrics.ack(SIO_TO_MQTT, pending.route.name, status)
+        pending.ack({"status": status, "error": error})
+
+    # -- Socket.IO connection state (client dispatcher thread) ------------------------------------
+    def _sio_state(self, ns: str, connected: bool) -> None:
+        with self._sio_lock:
+            before = self.socketio_connected
+            if connected:
+                self._sio_connected.add(ns)
+                self._needs_connect.discard(ns)
+            else:
+                self._sio_connected.discard(ns)
+            after = self.socketio_connected
+            if after and not before:
+                if self._sio_ever_ready:
+                    self.metrics.reconnected("socketio")
+                self._sio_ever_ready = True
+        log.info("Socket.IO: namespace %s %s", ns, "connected" if connected else "disconnected")
+        if after != before:
+            self.metrics.set_connected("socketio", after)
+            if not self._stopping:
+                self.mqtt.publish(
+                    self.state_topic,
+                    STATE_CONNECTED if after else STATE_DISCONNECTED,
+                    qos=1,
+                    retain=True,
+                )
+
+    def _sio_disconnected(self, ns: str, reason: str) -> None:
+        self._sio_state(ns, False)
+        if self._stopping:
+            return
+        log.warning("Socket.IO: namespace %s disconnected (%s)", ns, reason)
+        if reason == _SERVER_DISCONNECT:  # the client does not reconnect after this by itself
+            self._schedule_connect(ns)
+
+    def _sio_refused(self, ns: str, err: Any) -> None:
+        if self._stopping:
+            return
+        message = getattr(err, "message", None) or str(err)
+        log.warning("Socket.IO: namespace %s refused: %s", ns, message)
+        self._schedule_connect(ns)
+
+    def _sio_gave_up(self, ns: str) -> None:
+        if not self._stopping:
+            self._schedule_connect(ns)
+
+    def _schedule_connect(self, ns: str) -> None:
+        with self._sio_lock:
+            self._needs_connect.add(ns)
+        self._connector_wake.set()
+
+    def _connect_loop(self) -> None:
+        """Connect the namespaces nobody else will (re)connect, with back-off, until stopped."""
+        rc = self.config.socketio.reconnect
+        attempt = 0
+        while not self._stopping:
+            with self._sio_lock:
+                todo = [ns for ns in self.namespaces if ns in self._needs_connect]
+            failed = False
+            for ns in todo:
+                if self._stopping:
+                    return
+                sock = self._sockets[ns]
+                if sock.connected:
+                    with self._sio_lock:
+                        self._needs_connect.discard(ns)
+                    continue
+                try:
+                    sock.connect()
+                except ConnectError as exc:
+                    failed = True
+                    log.warning("Socket.IO: cannot connect namespace %s: %s", ns, exc.message)
+                    continue
+                with self._sio_lock:
+                    self._needs_connect.discard(ns)
+            if self._stopping:
+                return
+            if failed:
+                delay = _backoff(attempt, rc.delay, rc.delay_max, rc.randomization_factor)
+                attempt += 1
+                self._connector_wake.wait(delay)
+                self._connector_wake.clear()
+            else:
+                attempt = 0
+                self._connector_wake.wait()
+                self._connector_wake.clear()
