@@ -240,7 +240,7 @@ def _ack_args(value: Any) -> list[Any]:
 
 
 def _backoff(attempt: int, delay: float, delay_max: float, jitter: float) -> float:
-    base = min(delay * (2 ** min(attempt, 16)), delay_max)
+    base = min(delay * float(2 ** min(attempt, 16)), delay_max)
     if jitter:
         base *= 1 + random.uniform(-jitter, jitter)
     return max(base, 0.05)
@@ -511,7 +511,7 @@ class Gateway:
                 self._reply_now(route, captures, None, props, "error", exc.reason)
                 continue
             try:
-                args = route.args_for(payload)
+                args = route.args_for(bytes(payload))
             except PayloadError as exc:
                 self._report("payload", route.name, exc.reason, topic=topic)
                 self._reply_now(route, captures, event, props, "error", exc.reason)
@@ -602,7 +602,9 @@ class Gateway:
         except BufferFullError:
             self.metrics.drop(MQTT_TO_SIO, "buffer_full")
             self._finish_request(
-                req, "unavailable", error="Socket.IO is not connected and the request cannot be held"
+                req,
+                "unavailable",
+                error="Socket.IO is not connected and the request cannot be held",
             )
             return
         self.metrics.message(MQTT_TO_SIO, route.name)
@@ -624,9 +626,7 @@ class Gateway:
                     log.exception("re-emit failed for route %s", req.route.name)
                     self._finish_request(req, "error", error="re-emit failed")
                 return
-            self._finish_request(
-                req, "timeout", error=f"no ack within {req.route.ack_timeout:g} s"
-            )
+            self._finish_request(req, "timeout", error=f"no ack within {req.route.ack_timeout:g} s")
         elif isinstance(exc, AckCancelled) and self._stopping:
             self._finish_request(req, "unavailable", error="the gateway is shutting down")
         else:
@@ -644,7 +644,9 @@ class Gateway:
             return
         self.metrics.ack(MQTT_TO_SIO, req.route.name, status, time.perf_counter() - req.t0)
         if req.reply_topic is not None:
-            self._publish_reply(req.reply_topic, req.correlation, req.route.qos, status, args, error)
+            self._publish_reply(
+                req.reply_topic, req.correlation, req.route.qos, status, args, error
+            )
 
     def _publish_reply(
         self,
@@ -729,7 +731,9 @@ class Gateway:
         if ack is not None and not waiting:
             ack()
 
-    def _publish_failed(self, route: SocketioToMqttRoute, event: str, result: PublishResult) -> None:
+    def _publish_failed(
+        self, route: SocketioToMqttRoute, event: str, result: PublishResult
+    ) -> None:
         self.metrics.drop(SIO_TO_MQTT, result.value)
         self._report(
             "publish", route.name, f"MQTT publish failed ({result.value}); dropped", event=event
@@ -786,7 +790,7 @@ class Gateway:
             log.info("reply on %r matches no waiting request (late or unknown)", topic)
             self.metrics.drop(SIO_TO_MQTT, "late_reply")
             return
-        args = decode_mqtt_payload(msg.payload, "auto", spread=True)
+        args = decode_mqtt_payload(bytes(msg.payload), "auto", spread=True)
         self.metrics.ack(SIO_TO_MQTT, pending.route.name, "ok", time.perf_counter() - pending.t0)
         pending.ack(*args)
 

@@ -11,8 +11,8 @@ availability convention. This module owns them:
   ``online`` (retained) is published on *every* connect, after the subscriptions are restored.
 * Subscriptions are restored in ``on_connect`` on every (re)connect, so a broker that lost the
   session (restart without persistence, ``clean_start: true``) still delivers.
-* ``TCP_NODELAY`` on the broker socket (``mqtt.tcp_nodelay``) so small request/reply messages are not
-  delayed by Nagle's algorithm.
+* ``TCP_NODELAY`` on the broker socket (``mqtt.tcp_nodelay``) so small request/reply messages
+  are not delayed by Nagle's algorithm.
 * paho's network thread (``loop_start``) reads and writes; it reconnects by itself with a back-off
   between ``reconnect_min_delay`` and ``reconnect_max_delay`` seconds.
 
@@ -70,7 +70,7 @@ def reply_properties(
     user_properties: Sequence[tuple[str, str]] = (),
 ) -> Properties:
     """MQTT 5 PUBLISH properties for requests and replies."""
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     if response_topic is not None:
         props.ResponseTopic = response_topic
     if correlation_data is not None:
@@ -126,7 +126,8 @@ class MqttConnection:
         client.max_queued_messages_set(max_queued)
         client.max_inflight_messages_set(max_inflight)
         client.reconnect_delay_set(
-            min_delay=max(1, round(reconnect_min_delay)), max_delay=max(1, round(reconnect_max_delay))
+            min_delay=max(1, round(reconnect_min_delay)),
+            max_delay=max(1, round(reconnect_max_delay)),
         )
         if cfg.username is not None or cfg.password is not None:
             client.username_pw_set(
@@ -161,7 +162,7 @@ class MqttConnection:
         """Connect in the background (never raises for an unreachable broker: paho retries)."""
         props: Properties | None = None
         if self.v5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry
         kwargs: dict[str, Any] = {"keepalive": self.cfg.keepalive, "properties": props}
         if self.v5:

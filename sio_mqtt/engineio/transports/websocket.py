@@ -118,17 +118,24 @@ class WebSocketTransport:
 
     name = "websocket"
 
-    def __init__(self, ws: wsc.WebSocket, max_message: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        ws: wsc.WebSocket | None = None,
+        max_message: int = 64 * 1024 * 1024,
+    ) -> None:
+        """Take over ``sock`` after a completed handshake (``ws``: the websocket-client object
+        that made it, kept for its lock and its shutdown)."""
         self._ws = ws
-        sock = ws.sock
-        assert sock is not None
         sock.settimeout(None)  # blocking: readiness is polled, so a send never times out midway
-        self._sock: socket.socket = sock
+        self._sock = sock
         self._ssl = isinstance(sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN | select.POLLPRI)
         # websocket-client's own lock: its pong replies and our frames never interleave
-        self._lock: threading.Lock = ws.lock if ws.lock is not None else threading.Lock()
+        lock = ws.lock if ws is not None else None
+        self._lock: threading.Lock = lock if lock is not None else threading.Lock()
         self._keys = _MaskKeys()
         self._closed = False
         self.max_message = max_message
@@ -158,7 +165,9 @@ class WebSocketTransport:
         set_cookie = headers.get("set-cookie")
         if set_cookie:
             options.store_set_cookie([set_cookie])
-        return cls(ws)
+        if ws.sock is None:
+            raise TransportError("websocket closed during the handshake")
+        return cls(ws.sock, ws=ws)
 
     # -- writing ---------------------------------------------------------------------------------
     def send(self, frames: Sequence[str | bytes]) -> None:
@@ -308,23 +317,25 @@ class WebSocketTransport:
         if self._closed:
             return
         self._closed = True
-        sock = self._ws.sock
+        sock = self._sock
         try:
-            if sock is not None:
-                try:
-                    sock.settimeout(0.5)
-                    if self._lock.acquire(timeout=0.5):
-                        try:  # an orderly close frame, status 1000
-                            sock.sendall(encode_frame(_OP_CLOSE, b"\x03\xe8", self._keys.next()))
-                        finally:
-                            self._lock.release()
-                except OSError:
-                    pass
-                try:
-                    # shutdown wakes a reader blocked in recv at once; ws.close() would wait for it
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._ws.shutdown()  # type: ignore[no-untyped-call]
+            try:
+                sock.settimeout(0.5)
+                if self._lock.acquire(timeout=0.5):
+                    try:  # an orderly close frame, status 1000
+                        sock.sendall(encode_frame(_OP_CLOSE, b"\x03\xe8", self._keys.next()))
+                    finally:
+                        self._lock.release()
+            except OSError:
+                pass
+            try:
+                # shutdown wakes a reader blocked in poll/recv at once
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if self._ws is not None:
+                self._ws.shutdown()  # type: ignore[no-untyped-call]
+            else:
+                sock.close()
         except Exception:  # closing must never raise
             log.debug("websocket close failed", exc_info=True)
