@@ -33,7 +33,16 @@ def pysrv() -> Iterator[PySocketIOServer]:
         yield srv
 
 
-@pytest.fixture(params=["node-upgrade", "node-websocket", "node-polling", "python-upgrade"])
+@pytest.fixture(
+    params=[
+        "node-upgrade",
+        "node-websocket",
+        "node-polling",
+        "python-upgrade",
+        "python-websocket",
+        "python-polling",
+    ]
+)
 def make_client(
     request: pytest.FixtureRequest, node: NodeServer, pysrv: PySocketIOServer
 ) -> Iterator[Callable[..., Client]]:

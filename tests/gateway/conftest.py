@@ -1,0 +1,28 @@
+"""Fixtures of the gateway end-to-end tests (helpers live in gw_support.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers.procs import Mosquitto, NodeServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gw_support import Env
+
+
+@pytest.fixture(params=[5, "3.1.1"], ids=["mqtt5", "mqtt311"])
+def protocol(request: pytest.FixtureRequest) -> int | str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, mosquitto: Mosquitto, node_server_default: NodeServer, protocol: int | str
+) -> Iterator[Env]:
+    e = Env(tmp_path, mosquitto, node_server_default.url, protocol)
+    yield e
+    e.close()
