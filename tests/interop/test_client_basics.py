@@ -347,3 +347,29 @@ def test_large_binary_round_trip(make_client: Callable[..., Client]) -> None:
     # 512 KiB: as base64 on polling it stays within the server's default 1 MB maxPayload
     blob = bytes(range(256)) * 2048
     assert client.call("echo_ack", blob, timeout=20) == blob
+
+
+def test_connect_again_after_disconnect(make_client: Callable[..., Client]) -> None:
+    rec = Recorder()
+    client = make_client()
+    client.on("connect", rec.handler("connect"))
+    client.connect()
+    first = client.sid
+    client.disconnect()
+    assert client_threads() == []
+    client.connect()
+    assert client.connected and client.sid != first
+    assert client.call("echo_ack", "again", timeout=5) == "again"
+    rec.wait("connect", 2)
+
+
+def test_handler_may_disconnect(make_client: Callable[..., Client]) -> None:
+    rec = Recorder()
+    client = make_client()
+    client.on("disconnect", rec.handler("disconnect"))
+    client.on("echo", lambda *a: client.disconnect())
+    client.connect()
+    client.emit("echo", "bye")
+    assert rec.wait("disconnect") == [("io client disconnect",)]
+    wait_until(lambda: not client_threads(), 5, "threads to end")
+    assert not client.connected
