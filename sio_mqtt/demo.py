@@ -62,7 +62,8 @@ __all__ = ["DemoError", "gateway_config", "main"]
 
 HOST = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CONFIG = PACKAGE_DIR.parent / "config" / "demo.yaml"
+# config/demo.yaml next to the package (a source checkout, `pip install -e`), else in the cwd
+CONFIG_CANDIDATES = (PACKAGE_DIR.parent / "config" / "demo.yaml", Path("config", "demo.yaml"))
 
 # Topics and events of the demo; they must match the routes of config/demo.yaml.
 DEVICE_ID = "d1"
@@ -171,12 +172,14 @@ class Child:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         tag: str | None = None,
+        formatter: Callable[[str], str | None] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
         self.tag = tag  # None: relay lines as they are (our own children print demo lines)
+        self.formatter = formatter  # rewrites a line for display; None from it hides the line
         self.proc: subprocess.Popen[str] | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self._reader: threading.Thread | None = None
@@ -210,6 +213,11 @@ class Child:
             line = raw.rstrip("\r\n")
             if not line:
                 continue
+            if self.formatter is not None:
+                shown = self.formatter(line)
+                if shown is None:
+                    continue
+                line = shown
             self.tail.append(line)
             if self.tag is None:
                 with _print_lock:
@@ -278,6 +286,31 @@ def _port_open(host: str, port: int) -> Callable[[], bool]:
             return False
 
     return check
+
+
+def _line_seen(child: Child, text: str) -> Callable[[], bool]:
+    return lambda: any(text in line for line in list(child.tail))
+
+
+def _gateway_line(line: str) -> str | None:
+    """The gateway logs JSON lines (--log-format json): show them as ``LEVEL logger: message``."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(rec, dict) or "message" not in rec:
+        return line
+    level = str(rec.get("level", ""))
+    logger = str(rec.get("logger", "")).removeprefix("sio_mqtt.")
+    text = f"{level:<7} {logger}: {rec['message']}"
+    if rec.get("exc_info"):
+        text += "\n" + str(rec["exc_info"])
+    return text
+
+
+def _mosquitto_line(line: str) -> str | None:
+    # expected when the demo runs as root (e.g. in a container): not worth a warning here
+    return None if "should not be run as root" in line else line
 
 
 def _http_ok(url: str) -> Callable[[], bool]:
@@ -578,6 +611,8 @@ async def _serve(host: str, port: int, interval: float, ask_interval: float) -> 
         data = args[0] if args and isinstance(args[0], dict) else {}
         if event == "reboot":
             return {"accepted": True, "rebooting_in": data.get("delay", 0)}
+        if event == "set_interval":
+            return {"accepted": True, "interval": data.get("seconds")}
         if event == "get_status":
             return {"uptime": round(time.monotonic() - started), "clients": len(clients)}
         return {"error": f"unknown command {event!r}"}
@@ -731,9 +766,16 @@ def run_device(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
+    if args.config:
+        config_path = Path(args.config)
+    else:
+        config_path = next((p for p in CONFIG_CANDIDATES if p.is_file()), CONFIG_CANDIDATES[-1])
     if not config_path.is_file():
-        print(f"error: demo config {config_path} not found (pass --config FILE)", file=sys.stderr)
+        print(
+            f"error: demo config {config_path} not found: run the demo from a checkout of "
+            "sio-mqtt or pass --config FILE (e.g. config/demo.yaml of the repository)",
+            file=sys.stderr,
+        )
         return 2
     mosquitto = None if args.no_mosquitto else find_mosquitto()
     if mosquitto is None and not amqtt_available():
@@ -759,17 +801,25 @@ def run_demo(args: argparse.Namespace) -> int:
         if mosquitto is not None:
             conf = Path(tmpdir, "mosquitto.conf")
             conf.write_text(mosquitto_config(mqtt_port), encoding="utf-8")
-            broker = Child("broker", [mosquitto, "-c", str(conf)], env=env, tag="broker")
+            broker = Child(
+                "broker",
+                [mosquitto, "-c", str(conf)],
+                env=env,
+                tag="broker",
+                formatter=_mosquitto_line,
+            )
+            broker_ready = _port_open(HOST, mqtt_port)
             protocol: int | str | None = None  # mosquitto speaks 5 and 3.1.1: as in the config
             broker_desc = f"mosquitto ({mosquitto})"
         else:
             argv = [py, "-m", "sio_mqtt.demo", "broker", "--port", str(mqtt_port)]
             broker = Child("broker", [*argv, "--exit-with-parent"], env=env)
+            broker_ready = _line_seen(broker, f"on {HOST}:{mqtt_port}")  # no probe: amqtt logs it
             protocol = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
             broker_desc = "amqtt (pure Python, MQTT 3.1.1)"
         children.append(broker.start())
         say("demo", f"broker: {broker_desc} on {HOST}:{mqtt_port} (pid {broker.pid})")
-        _wait_for(_port_open(HOST, mqtt_port), broker, "the broker", START_TIMEOUT, stop)
+        _wait_for(broker_ready, broker, "the broker", START_TIMEOUT, stop)
 
         # 2. the Socket.IO server
         sio_port = free_port()
@@ -824,10 +874,11 @@ def run_demo(args: argparse.Namespace) -> int:
         # 5. the gateway
         gateway = Child(
             "gateway",
-            [py, "-m", "sio_mqtt.cli", "run", "-c", str(gw_conf)],
+            [py, "-m", "sio_mqtt.cli", "run", "-c", str(gw_conf), "--log-format", "json"],
             env=env,
             cwd=tmpdir,
             tag="gateway",
+            formatter=_gateway_line,
         )
         children.append(gateway.start())
         say("demo", f"gateway: sio-mqtt run -c {gw_conf} (pid {gateway.pid})")
@@ -888,7 +939,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-mosquitto", action="store_true", help="use the pure-Python broker (amqtt)"
     )
-    parser.add_argument("--config", help=f"gateway config to start from (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", help="gateway config to start from (default: config/demo.yaml of the checkout)"
+    )
     parser.add_argument(
         "--gateway-log-level", default="INFO", help="the gateway's log level (default INFO)"
     )

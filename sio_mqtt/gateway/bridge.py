@@ -95,6 +95,11 @@ log = logging.getLogger("sio_mqtt.gateway")
 STATE_CONNECTED = b"connected"
 STATE_DISCONNECTED = b"disconnected"
 _SERVER_DISCONNECT = "io server disconnect"
+#: how long the Socket.IO dispatcher may wait for room in MQTT's queue while MQTT is connected
+_BACKPRESSURE = 5.0
+#: error kinds that can come in floods (one per dropped message): logged and published at most
+#: once per second per (kind, route); the counters still count every one
+_RATE_LIMITED = frozenset({"publish", "queue_full", "buffer_full"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,6 +334,7 @@ class Gateway:
         self._sio_connected: set[str] = set()
         self._sio_ever_ready = False
         self._sio_lock = threading.Lock()
+        self._report_times: dict[tuple[str, str | None], tuple[float, int]] = {}
         self._needs_connect: set[str] = set(self.namespaces)
         self._connector_wake = threading.Event()
         self._stopping = False
@@ -464,6 +470,16 @@ class Gateway:
     ) -> None:
         """Count, log at WARNING and publish an error report (never with payloads/secrets)."""
         self.metrics.error(kind)
+        if kind in _RATE_LIMITED:
+            now = time.monotonic()
+            key = (kind, route)
+            last, suppressed = self._report_times.get(key, (0.0, 0))
+            if now - last < 1.0:
+                self._report_times[key] = (last, suppressed + 1)
+                return
+            self._report_times[key] = (now, 0)
+            if suppressed:
+                reason += f" ({suppressed} similar reports suppressed)"
         body: dict[str, Any] = {"route": route}
         if topic is not None:
             body["topic"] = topic
@@ -497,11 +513,19 @@ class Gateway:
         matches = self.routes.inbound_for(topic)
         if not matches:
             return
-        if self._stopping:
-            self.metrics.drop(MQTT_TO_SIO, "stopping")
-            return
         payload = msg.payload
         props = msg.properties if self._v5 else None
+        if self._stopping:
+            for route, captures in matches:
+                self.metrics.drop(MQTT_TO_SIO, "stopping")
+                try:
+                    name: str | None = route.event_for(captures)
+                except RouteRefused:
+                    name = None
+                self._reply_now(
+                    route, captures, name, props, "unavailable", "the gateway is shutting down"
+                )
+            return
         t0 = time.perf_counter()
         for route, captures in matches:
             try:
@@ -670,7 +694,7 @@ class Gateway:
         props = None
         if self._v5:
             props = reply_properties(None, correlation, (("status", status),))
-        result = self.mqtt.publish(topic, payload, qos=qos, retain=False, properties=props)
+        result = self.mqtt.publish(topic, payload, qos=qos, retain=False, props=props)
         if result is not PublishResult.OK:
             self.metrics.drop(MQTT_TO_SIO, f"reply_{result.value}")
 
@@ -723,7 +747,7 @@ class Gateway:
                 except PayloadError as exc:
                     self._report("payload", route.name, exc.reason, event=event)
                     break
-            result = publish(topic, payload, route.qos, route.retain)
+            result = publish(topic, payload, route.qos, route.retain, block=_BACKPRESSURE)
             if result is PublishResult.OK:
                 self.metrics.message(SIO_TO_MQTT, route.name)
             else:
@@ -769,7 +793,7 @@ class Gateway:
         self._server_acks[corr] = pending
         assert self._deadlines is not None
         self._deadlines.add(time.monotonic() + route.ack_timeout, corr)
-        result = self.mqtt.publish(topic, payload, route.qos, False, props)
+        result = self.mqtt.publish(topic, payload, route.qos, False, props, block=_BACKPRESSURE)
         if result is not PublishResult.OK:
             self._publish_failed(route, event, result)
             if self._server_acks.pop(corr, None) is not None:
@@ -780,12 +804,13 @@ class Gateway:
 
     def _on_device_reply(self, msg: paho.MQTTMessage, topic: str) -> None:
         """A device answered a server ack request (paho thread): ack the server now."""
-        corr: str | None = None
-        if self._v5 and msg.properties is not None:
+        # the reply address alone identifies the request; Correlation Data is the fallback for
+        # a device that answered on the address of another request
+        pending = self._server_acks.pop(topic[len(self._reply_prefix) :], None)
+        if pending is None and self._v5 and msg.properties is not None:
             corr = _text(getattr(msg.properties, "CorrelationData", None))
-        if not corr:
-            corr = topic[len(self._reply_prefix) :]
-        pending = self._server_acks.pop(corr, None)
+            if corr:
+                pending = self._server_acks.pop(corr, None)
         if pending is None:
             log.info("reply on %r matches no waiting request (late or unknown)", topic)
             self.metrics.drop(SIO_TO_MQTT, "late_reply")

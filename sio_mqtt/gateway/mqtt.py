@@ -33,6 +33,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -124,6 +125,7 @@ class MqttConnection:
         )
         client.enable_logger(logging.getLogger("sio_mqtt.gateway.paho"))
         client.max_queued_messages_set(max_queued)
+        self._max_inflight = max_inflight
         client.max_inflight_messages_set(max_inflight)
         client.reconnect_delay_set(
             min_delay=max(1, round(reconnect_min_delay)),
@@ -228,13 +230,31 @@ class MqttConnection:
         payload: bytes | str,
         qos: int = 0,
         retain: bool = False,
-        properties: Properties | None = None,
+        props: Properties | None = None,
+        block: float = 0.0,
     ) -> PublishResult:
-        """Publish without blocking; see the module docstring for the queue's overflow rule."""
+        """Publish; see the module docstring for the queue's overflow rule.
+
+        ``block`` > 0: while *connected* and the queue is full (the broker acknowledges slower
+        than we publish), wait up to ``block`` seconds for room instead of dropping. That is
+        back-pressure for the Socket.IO dispatcher (it stops reading, the server's TCP window
+        fills); while disconnected a full queue still drops at once, so a broker outage never
+        stalls the Socket.IO side.
+        """
+        client = self.client
+        if not self.v5:
+            props = None
         try:
-            info = self.client.publish(
-                topic, payload, qos=qos, retain=retain, properties=properties if self.v5 else None
-            )
+            info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and block > 0 and self._connected:
+                deadline = time.monotonic() + block
+                while (
+                    info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+                    and self._connected
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.0005)
+                    info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
             log.warning("MQTT: cannot publish on %r: %s", topic, exc)
             return PublishResult.ERROR
@@ -274,6 +294,15 @@ class MqttConnection:
             log.warning("MQTT: broker refused the connection: %s", reason_code)
             return
         self.connects += 1
+        # paho does not honour the broker's Receive Maximum by itself (a strict broker refuses
+        # or disconnects a client exceeding it), and its public setter refuses to change the
+        # window on an open connection: set the attribute the setter would set (both positive).
+        receive_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+        if isinstance(receive_max, int) and receive_max > 0:
+            window = min(self._max_inflight, receive_max)
+            if hasattr(client, "_max_inflight_messages"):
+                client._max_inflight_messages = window
+            log.debug("MQTT: broker Receive Maximum %d, in-flight window %d", receive_max, window)
         log.info(
             "MQTT: connected to %s:%d (session present: %s)",
             self.cfg.host,

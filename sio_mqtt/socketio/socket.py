@@ -151,6 +151,21 @@ class Socket:
         return self._manager.transport
 
     @property
+    def recovery_state(self) -> tuple[str, str | None] | None:
+        """``(pid, offset)`` of connection-state recovery, or None when the server offers none.
+
+        Persist it (with :meth:`restore_recovery_state` after a restart) to recover the events
+        a restarted process missed, as long as the server still holds the session."""
+        pid = self._pid
+        return (pid, self._offset) if pid is not None else None
+
+    def restore_recovery_state(self, pid: str, offset: str | None) -> None:
+        """Ask the next CONNECT to recover session ``pid`` from ``offset`` (see recovery_state)."""
+        with self._lock:
+            self._pid = pid
+            self._offset = offset
+
+    @property
     def buffered(self) -> int:
         """Emits waiting in the offline buffer."""
         return len(self._buffer)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers.procs import Mosquitto, NodeServer
+from servers.procs import Mosquitto, NodeServer, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -26,3 +26,9 @@ def env(
     e = Env(tmp_path, mosquitto, node_server_default.url, protocol)
     yield e
     e.close()
+
+
+@pytest.fixture
+def free_sio_port() -> int:
+    """A port where no Socket.IO server runs (yet)."""
+    return free_port()

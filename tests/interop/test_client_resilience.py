@@ -320,3 +320,34 @@ def test_readme_example(node_server: Callable[..., NodeServer], clients: list[Cl
     assert rec.wait("result")[0][0]["res"] == [{"got": True}]
     client.disconnect()
     assert client_threads() == []
+
+
+def test_recovery_state_survives_a_new_client(
+    node_server: Callable[..., NodeServer], clients: list[Client]
+) -> None:
+    """A restarted process can persist (pid, offset) and recover what it missed."""
+    server = node_server(connection_state_recovery=True)
+    first = Client(server.url, transports=("websocket",), reconnect=False)
+    other = Client(server.url, transports=("websocket",))
+    clients.extend([first, other])
+    rec1 = Recorder()
+    first.on("news", rec1.handler("news"))
+    first.connect()
+    other.connect()
+    other.call("broadcast", {"event": "news", "args": ["one"]}, timeout=5)
+    rec1.wait("news")
+    state = first.recovery_state
+    assert state is not None and state[1] is not None
+    sid = first.sid
+    first.emit("close_transport")  # the process "dies" without a clean disconnect
+    wait_until(lambda: not first.connected, 5, "first client gone")
+    other.call("broadcast", {"event": "news", "args": ["two"]}, timeout=5)
+
+    rec2 = Recorder()
+    second = Client(server.url, transports=("websocket",))
+    clients.append(second)
+    second.on("news", rec2.handler("news"))
+    second.restore_recovery_state(*state)
+    second.connect()
+    assert second.recovered is True and second.sid == sid
+    assert rec2.wait("news") == [("two",)]

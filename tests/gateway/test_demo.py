@@ -1,0 +1,142 @@
+"""`sio-mqtt demo` end to end: the real CLI as a subprocess, with mosquitto and with the
+pure-Python broker (amqtt). The demo prints every message both ways; these tests read that
+output, and check that every process the demo started is gone after it exits."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sio_mqtt.demo import amqtt_available, find_mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
+DURATION = 8
+PID_RE = re.compile(r"\(pid (\d+)\)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead (only its parent's wait() is missing)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _kill_pids(text: str) -> None:
+    for pid in map(int, PID_RE.findall(text)):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def run_demo(*extra: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIO_MQTT_")}
+    argv = [sys.executable, "-m", "sio_mqtt.cli", "demo", "--duration", str(DURATION), *extra]
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=DURATION + 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        _kill_pids(out)
+        pytest.fail(f"the demo did not stop by itself; output:\n{out}")
+    return proc.returncode, out
+
+
+def check_common(code: int, out: str) -> None:
+    assert code == 0, out
+    # Socket.IO -> MQTT: the server's telemetry reaches the device
+    assert re.search(r"server\s+-> telemetry \{", out), out
+    assert re.search(r'device\s+<- demo/telemetry/d[12]: \{"device": "d[12]", "temperature"', out)
+    # MQTT -> Socket.IO: the device's command reaches the server, which acks it ...
+    assert re.search(r'server\s+<- reboot \{"device": "d1", "delay": 1\}; ack ->', out), out
+    # ... and the ack comes back to the device on a reply topic
+    assert re.search(
+        r'device\s+<- reply on \S+.*: status ok \{"status": "ok", "args": \[\{"accepted": true',
+        out,
+    ), out
+    # the server's own request (ack) is answered by the device through MQTT
+    assert re.search(r"device\s+<- request on devices/d1/ask: ", out), out
+    assert re.search(r"device\s+-> answer on sio-mqtt/reply/", out), out
+    assert re.search(r'server\s+<- ack for ask_device: \{"device": "d1", "battery"', out), out
+    # availability topics seen by the device
+    assert re.search(r"device\s+<- sio-mqtt/status.*: online", out), out
+    assert "Traceback" not in out, out
+    running = out.split("gateway: stopping", 1)[0]  # before the gateway's shutdown
+    assert not re.search(r"^\S+ \S+\s+(error|ERROR)\b|^error:", running, re.M), out
+    assert "stopped; every process it started has ended" in out, out
+
+    pids = [int(p) for p in PID_RE.findall(out)]
+    assert len(pids) == 3, out  # broker, server, gateway
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [p for p in pids if _alive(p)]
+    if survivors:
+        _kill_pids(out)
+    assert not survivors, f"processes still running after the demo: {survivors}\n{out}"
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+def test_demo_with_mosquitto() -> None:
+    code, out = run_demo()
+    check_common(code, out)
+    assert "broker: mosquitto" in out, out
+    assert re.search(r"device\s+d1 connected .*\(MQTT 5\)", out), out
+    # MQTT 5: the first command names its own Response Topic + Correlation Data ...
+    assert re.search(r"device\s+<- reply on demo/d1/inbox \[correlation cmd-1\]: status ok", out)
+    # ... the second relies on the route's reply_topic
+    assert re.search(r"device\s+<- reply on devices/d1/reply/get_status: status ok", out), out
+
+
+@pytest.mark.skipif(
+    not amqtt_available(),
+    reason="amqtt (the demo extra) is not installed: pip install -e '.[demo]'",
+)
+def test_demo_with_python_broker() -> None:
+    code, out = run_demo("--no-mosquitto")
+    check_common(code, out)
+    assert "broker: amqtt (pure Python, MQTT 3.1.1)" in out, out
+    assert re.search(r"device\s+d1 connected .*\(MQTT 3\.1\.1\)", out), out
+    # MQTT 3.1.1 has no Response Topic: replies use the route's reply_topic
+    assert re.search(r"device\s+<- reply on devices/d1/reply/reboot: status ok", out), out
+
+
+@pytest.mark.skipif(
+    find_mosquitto() is None and not amqtt_available(), reason="no broker for the demo"
+)
+def test_demo_cleans_up_after_a_start_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("socketio:\n  url: http://127.0.0.1:1\nmqtt:\n  bogus: 1\n")
+    extra = [] if find_mosquitto() is not None else ["--no-mosquitto"]
+    code, out = run_demo("--config", str(bad), *extra)
+    assert code == 2, out
+    assert "mqtt.bogus" in out, out
+    pids = [int(p) for p in PID_RE.findall(out)]
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], out
