@@ -15,7 +15,7 @@ help:
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,msgpack,bench]'
+	$(PY) -m pip install -q -e '.[test,msgpack,bench,demo]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -50,12 +50,9 @@ test: install node mosquitto lint typecheck
 test-fast: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-demo: install mosquitto-optional
+# no root, no docker: mosquitto from PATH when present, else the pure-Python broker (demo extra)
+demo: install
 	$(PY) -m sio_mqtt.cli demo
-
-mosquitto-optional:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
-		$(PY) -m pip install -q -e '.[demo]'
 
 bench: install node mosquitto
 	$(PY) -m benchmarks.run

@@ -401,14 +401,14 @@ def run_s2m(args: argparse.Namespace, url: str, sampler: Sampler) -> dict[str, A
 
 def run_req(args: argparse.Namespace, dev: Device, sampler: Sampler) -> dict[str, Any]:
     for i in range(args.warmup):
-        dev.request("echo_ack", '{"warm": %d}' % i)
+        dev.request("echo_ack", f'{{"warm": {i}}}')
     idle(sampler)
     sampler.phase = "load"
     lat: list[float] = []
     t_start = time.perf_counter()
     deadline = t_start + args.max_seconds
     for i in range(args.n):
-        lat.append(dev.request("echo_ack", '{"seq": %d, "t": 21.5}' % i) * 1000)
+        lat.append(dev.request("echo_ack", f'{{"seq": {i}, "t": 21.5}}') * 1000)
         if time.perf_counter() > deadline:
             break
     total = time.perf_counter() - t_start

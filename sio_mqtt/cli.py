@@ -213,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no config file: pass -c FILE or set SIO_MQTT_CONFIG", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
-        return _cmd_check(path)
+        try:
+            return _cmd_check(path)
+        except BrokenPipeError:  # `sio-mqtt check ... | head`: the reader left, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
     return _cmd_run(args, path)
 
 

@@ -377,7 +377,10 @@ class Connection:
             return
         ws = self._ws if self.transport == "websocket" else None
         if case.big_message:
-            self.send(["4" + "x" * (case.big_message - 1)])
+            if ws is None:  # a body of its own, not joined to the CONNECT reply's
+                self.send_raw_body(RawBody(b"4", big=case.big_message - 1))
+            else:
+                self.send(["4" + "x" * (case.big_message - 1)])
         if ws is not None and case.ws_frames is not None:
             self.send_ws_frames(case.ws_frames)
         elif ws is None and case.poll_body is not None:
