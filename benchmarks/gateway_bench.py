@@ -416,6 +416,8 @@ def run_req(args: argparse.Namespace, dev: Device, sampler: Sampler) -> dict[str
     p50 = percentile(lat, 50)
     return {
         "unit": "ms",
+        "latencies_ms": [round(x, 4) for x in lat],
+        "total_s": total,
         "value": p50,
         "p50_ms": p50,
         "p99_ms": percentile(lat, 99),

@@ -47,6 +47,19 @@ being published.
 ``{"route": ..., "topic" | "event": ..., "reason": ...}`` and to the log at WARNING; they never
 include payloads or secrets.
 
+**Delivery guarantees** (details and the tests proving them: ``docs/README-reliability.md``):
+
+* MQTT -> Socket.IO: incoming QoS 1/2 messages are acknowledged to the broker (paho manual acks)
+  only once handed on: plain routes when ``emit()`` wrote the event with the namespace connected,
+  ``ack: true`` routes when the server's ack arrived (or retries were exhausted: ``timeout``
+  reply, then the ack). While Socket.IO is down the worker holds the head message (nothing is
+  acked), the bounded queue fills, then paho's ``on_message`` blocks (and MQTT 5's Receive
+  Maximum = ``queues.mqtt_to_socketio`` already stops the broker sending): back-pressure.
+* Socket.IO -> MQTT: every publish goes through the outbox (:mod:`sio_mqtt.gateway.outbox`),
+  durable with ``outbox.enabled``; the Socket.IO recovery ``pid``/``offset`` is saved with it.
+* Message ids: MQTT 5 publishes carry the user property ``sio-mqtt-id``; ``message_id: true``
+  on an ``mqtt_to_socketio`` route appends ``{"sio-mqtt-id": "<id>"}`` as the last argument.
+
 **Availability**: ``{base_topic}/status`` is ``online``/``offline`` (retained; ``offline`` is also
 the Last Will); ``{base_topic}/socketio/state`` is ``connected`` (every namespace connected) or
 ``disconnected`` (retained).
@@ -69,12 +82,14 @@ from concurrent.futures import wait as wait_futures
 from typing import Any
 
 import paho.mqtt.client as paho
+from prometheus_client import Counter
 
 from sio_mqtt.errors import AckCancelled, AckTimeout, BufferFullError, ConnectError, SocketIOError
-from sio_mqtt.gateway.config import GatewayConfig, all_namespaces
+from sio_mqtt.gateway.config import GatewayConfig, SocketioConfig, _load_auth_file, all_namespaces
 from sio_mqtt.gateway.http import HealthServer
 from sio_mqtt.gateway.metrics import MQTT_TO_SIO, SIO_TO_MQTT, GatewayMetrics
 from sio_mqtt.gateway.mqtt import MqttConnection, PublishResult, reply_properties
+from sio_mqtt.gateway.outbox import Outbox, OutMessage
 from sio_mqtt.gateway.routes import (
     MqttToSocketioRoute,
     PayloadError,
@@ -95,11 +110,15 @@ log = logging.getLogger("sio_mqtt.gateway")
 STATE_CONNECTED = b"connected"
 STATE_DISCONNECTED = b"disconnected"
 _SERVER_DISCONNECT = "io server disconnect"
-#: how long the Socket.IO dispatcher may wait for room in MQTT's queue while MQTT is connected
-_BACKPRESSURE = 5.0
 #: error kinds that can come in floods (one per dropped message): logged and published at most
 #: once per second per (kind, route); the counters still count every one
-_RATE_LIMITED = frozenset({"publish", "queue_full", "buffer_full"})
+_RATE_LIMITED = frozenset({"publish", "queue_full", "buffer_full", "outbox_full"})
+#: the MQTT 5 user property carrying a forwarded message's id (and the key of the id argument
+#: appended to Socket.IO events of routes with ``message_id: true``)
+MESSAGE_ID = "sio-mqtt-id"
+#: paho queue room kept for replies, status and error reports beyond the outbox's window
+_PAHO_RESERVE = 1000
+_RECOVERY_KEY = "\x00recovery"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,10 +126,31 @@ _RATE_LIMITED = frozenset({"publish", "queue_full", "buffer_full"})
 # ------------------------------------------------------------------------------------------------
 
 
-class _Request:
-    """One MQTT message on its way to Socket.IO."""
+class _Inbound:
+    """An incoming QoS 1/2 MQTT message: acknowledged once all its requests were handed on."""
 
-    __slots__ = ("args", "attempts", "correlation", "event", "reply_topic", "route", "t0")
+    __slots__ = ("gen", "mid", "pending", "qos")
+
+    def __init__(self, mid: int, qos: int, gen: int) -> None:
+        self.mid = mid
+        self.qos = qos
+        self.gen = gen
+        self.pending = 0
+
+
+class _Request:
+    """One MQTT message on its way to Socket.IO (one per matching route)."""
+
+    __slots__ = (
+        "args",
+        "attempts",
+        "correlation",
+        "event",
+        "reply_topic",
+        "route",
+        "t0",
+        "token",
+    )
 
     def __init__(
         self,
@@ -128,6 +168,7 @@ class _Request:
         self.correlation = correlation
         self.t0 = t0
         self.attempts = 0
+        self.token: _Inbound | None = None
 
 
 class _ServerAck:
@@ -146,38 +187,58 @@ class _ServerAck:
 
 class _BoundedQueue:
     """A bounded FIFO for one consumer that takes everything queued at once (one lock round trip
-    per batch instead of per item); ``put`` never blocks: a full queue is the caller's drop."""
+    per batch instead of per item). ``put`` waits while the queue is full (back-pressure on the
+    producer: paho's network thread); ``requeue`` (requests to emit again after a lost
+    connection) goes first and ignores the bound (those are already counted in flight)."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: collections.deque[_Request] = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._again: collections.deque[_Request] = collections.deque()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
         self._waiting = False
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._again)
 
     def put(self, item: _Request) -> bool:
+        """Queue ``item``, waiting for room; False once the queue is closed."""
         with self._cond:
-            if self._closed or len(self._items) >= self.maxsize:
+            while len(self._items) >= self.maxsize and not self._closed:
+                self._not_full.wait(0.5)
+            if self._closed:
                 return False
             self._items.append(item)
             if self._waiting:
                 self._cond.notify()
         return True
 
-    def take_all(self) -> collections.deque[_Request] | None:
+    def requeue(self, item: _Request) -> bool:
+        with self._cond:
+            if self._closed:
+                return False
+            self._again.append(item)
+            if self._waiting:
+                self._cond.notify()
+        return True
+
+    def take_all(self) -> list[_Request] | None:
         """Everything queued (waiting for at least one item); None once closed and empty."""
         with self._cond:
-            while not self._items:
+            while not self._items and not self._again:
                 if self._closed:
                     return None
                 self._waiting = True
                 self._cond.wait()
                 self._waiting = False
-            items = self._items
-            self._items = collections.deque()
+            items = list(self._again)
+            self._again.clear()
+            items.extend(self._items)
+            self._items.clear()
+            self._not_full.notify_all()
             return items
 
     def close(self) -> None:
@@ -187,7 +248,8 @@ class _BoundedQueue:
 
     def drain(self) -> list[_Request]:
         with self._cond:
-            items = list(self._items)
+            items = list(self._again) + list(self._items)
+            self._again.clear()
             self._items.clear()
             return items
 
@@ -251,6 +313,30 @@ def _backoff(attempt: int, delay: float, delay_max: float, jitter: float) -> flo
     return max(base, 0.05)
 
 
+def _auth_source(scfg: SocketioConfig) -> Callable[[], dict[str, Any]] | dict[str, Any] | None:
+    """The client's ``auth``: without ``auth_file`` the fixed payload; with one, a callable the
+    client calls for every CONNECT (first connect and each reconnect) that reads the file again,
+    so a rotated token is used without a restart. Keys written in ``socketio.auth`` (or the
+    environment) still win over the file's. If the file cannot be read or parsed, the last good
+    payload is used and a warning (path and reason only, never contents) is logged."""
+    payload = scfg.auth_payload()
+    if scfg.auth_file is None:
+        return payload or None
+    path = scfg.auth_file
+    at_load = _load_auth_file(path)  # what load_config merged (explicit keys won)
+    explicit = {k: v for k, v in payload.items() if k not in at_load or at_load[k] != v}
+    last = [payload]
+
+    def auth() -> dict[str, Any]:
+        try:
+            last[0] = {**_load_auth_file(path), **explicit}
+        except ValueError as exc:
+            log.warning("Socket.IO: %s; using the previous auth payload", exc)
+        return last[0]
+
+    return auth
+
+
 def _text(value: bytes | None) -> str | None:
     if value is None:
         return None
@@ -289,15 +375,35 @@ class Gateway:
         self._reply_prefix = f"{base}/reply/{self._instance}/"
         self._corr_ids = itertools.count(1)
 
+        window = config.queues.socketio_to_mqtt
+        self.outbox = Outbox(
+            config.outbox,
+            self._outbox_publish,
+            self._outbox_dropped,
+            window=window,
+            on_recovery_saved=self._recovery_saved,
+        )
         self.mqtt = MqttConnection(
             mcfg,
             on_message=self._on_mqtt_message,
             on_state=self._on_mqtt_state,
-            max_queued=config.queues.socketio_to_mqtt,
+            max_queued=window + _PAHO_RESERVE,
             reconnect_min_delay=config.socketio.reconnect.delay,
             reconnect_max_delay=config.socketio.reconnect.delay_max,
+            receive_maximum=config.queues.mqtt_to_socketio,
+            on_published=self.outbox.acked,
+            on_ready=self.outbox.set_ready,
         )
         self._v5 = self.mqtt.v5
+        #: the broker keeps our session (and unacknowledged messages) across a disconnect
+        self._session_persists = not mcfg.clean_start and (
+            mcfg.protocol != 5 or mcfg.session_expiry > 0
+        )
+        self._msg_id_routes = frozenset(r.name for r in config.mqtt_to_socketio if r.message_id)
+        self._msg_ids = itertools.count(1)
+        self._token_lock = threading.Lock()
+        #: incoming QoS 1/2 messages received and not acknowledged yet
+        self._unacked = 0
         subs = list(self.routes.subscriptions)
         if any(r.reply for r in self.routes.outbound):
             subs.append((self._reply_prefix + "+", 1))
@@ -309,7 +415,7 @@ class Gateway:
             scfg.url,
             namespace=self.namespaces[0],
             path=scfg.path,
-            auth=scfg.auth_payload() or None,
+            auth=_auth_source(scfg),  # auth_file is read again on every (re)connect
             headers=scfg.headers,
             transports=scfg.transports,
             reconnect=True,
@@ -329,6 +435,20 @@ class Gateway:
             self._bind_socket(ns, sock)
 
         self._queue = _BoundedQueue(config.queues.mqtt_to_socketio)
+        #: the worker waits here while the namespace of the next message is not connected
+        self._sio_cond = threading.Condition(threading.Lock())
+        #: plain emits that went to the client's offline buffer (the connection dropped during
+        #: emit): handed on when the namespace connects again (the buffer is flushed first)
+        self._unconfirmed: dict[str, list[_Request]] = {}
+        self._held_at_stop: list[_Request] = []
+        self._recovery_candidate: dict[str, tuple[str, str | None]] | None = None
+        self._recovery_last: dict[str, tuple[str, str | None]] | None = None
+        self._probe_pending = False
+        self._recovery_saves = Counter(
+            "sio_mqtt_recovery_saves",
+            "Socket.IO recovery states (pid/offset) committed to the outbox database",
+            registry=self.metrics.registry,
+        )
         self._inflight: set[Future[Any]] = set()
         self._server_acks: dict[str, _ServerAck] = {}
         self._sio_connected: set[str] = set()
@@ -352,6 +472,9 @@ class Gateway:
         self.metrics.track_queue(
             "socketio_offline_buffer", lambda: sum(s.buffered for s in self._sockets.values())
         )
+        self.metrics.track_queue(SIO_TO_MQTT, lambda: len(self.outbox))
+        self.metrics.track_queue("outbox_stored", lambda: self.outbox.stored)
+        self.metrics.track_queue("mqtt_unacked", lambda: self._unacked)
 
     # -- public state -------------------------------------------------------------------------
     @property
@@ -383,7 +506,19 @@ class Gateway:
         if hcfg.enabled:
             self.http = HealthServer(hcfg.host, hcfg.port, self.readiness, self.metrics.registry)
             self.http.start()
+        saved = self.outbox.open()
+        if self.config.outbox.enabled and self.config.outbox.recovery:
+            for ns, (pid, offset) in saved.items():
+                sock = self._sockets.get(ns)
+                if sock is not None:
+                    log.info("Socket.IO: asking to recover namespace %s (session %s)", ns, pid)
+                    sock.restore_recovery_state(pid, offset)
+            self._recovery_last = {ns: st for ns, st in saved.items() if ns in self._sockets}
         self._deadlines = _Deadlines(self._server_ack_expired)
+        if self.config.outbox.enabled and self.config.outbox.recovery:
+            self._deadlines.add(
+                time.monotonic() + self.config.outbox.recovery_interval, _RECOVERY_KEY
+            )
         self._worker = threading.Thread(target=self._work, name="sio-mqtt-gw-worker", daemon=True)
         self._worker.start()
         self.mqtt.start()
@@ -424,12 +559,17 @@ class Gateway:
             return max(0.0, (deadline - time.monotonic()) * share)
 
         # 1. MQTT -> Socket.IO: the worker empties its queue, then in-flight acks complete.
+        #    What was never handed on stays unacknowledged: with a persistent session the broker
+        #    redelivers it to the next run; without one it is answered ``unavailable``.
         self._queue.close()
+        with self._sio_cond:
+            self._sio_cond.notify_all()
         if self._worker is not None:
             self._worker.join(left(0.4))
-        for req in self._queue.drain():
+        for req in self._held_at_stop + self._queue.drain():
             self.metrics.drop(MQTT_TO_SIO, "stopping")
-            self._finish_request(req, "unavailable", error="the gateway is shutting down")
+            if not self._session_persists:
+                self._finish_request(req, "unavailable", error="the gateway is shutting down")
         inflight = list(self._inflight)
         if inflight:
             wait_futures(inflight, timeout=left(0.5))
@@ -448,7 +588,15 @@ class Gateway:
             log.info("Socket.IO disconnect: %s", exc)
         if self._connector is not None:
             self._connector.join(left(0.5))
-        # 4. MQTT: queued publishes, then "offline"
+        # 4. MQTT: the outbox (what is not acknowledged stays stored for the next run), queued
+        #    publishes, then "offline"
+        if not self.outbox.drain(left(0.5)):
+            log.warning(
+                "stopping: %d message(s) not acknowledged by the broker%s",
+                len(self.outbox),
+                " (kept in the outbox for the next run)" if self.config.outbox.enabled else "",
+            )
+        self.outbox.close()
         self.mqtt.flush(left(0.5))
         self.mqtt.stop(max(left(), 0.5))
         self.metrics.set_connected("mqtt", False)
@@ -498,6 +646,7 @@ class Gateway:
 
     # -- MQTT side (paho network thread) ---------------------------------------------------------
     def _on_mqtt_state(self, connected: bool) -> None:
+        self.outbox.set_connected(connected)
         self.metrics.set_connected("mqtt", connected)
         if connected:
             if self.mqtt.connects > 1:
@@ -507,17 +656,25 @@ class Gateway:
 
     def _on_mqtt_message(self, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
+        qos = msg.qos
         if topic.startswith(self._reply_prefix):
             self._on_device_reply(msg, topic)
+            if qos:
+                self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
         matches = self.routes.inbound_for(topic)
         if not matches:
+            if qos:
+                self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
         payload = msg.payload
         props = msg.properties if self._v5 else None
         if self._stopping:
+            # not handed on: left unacknowledged (redelivered when the session persists)
             for route, captures in matches:
                 self.metrics.drop(MQTT_TO_SIO, "stopping")
+                if self._session_persists:
+                    continue
                 try:
                     name: str | None = route.event_for(captures)
                 except RouteRefused:
@@ -527,6 +684,7 @@ class Gateway:
                 )
             return
         t0 = time.perf_counter()
+        reqs: list[_Request] = []
         for route, captures in matches:
             try:
                 event = route.event_for(captures)
@@ -540,20 +698,53 @@ class Gateway:
                 self._report("payload", route.name, exc.reason, topic=topic)
                 self._reply_now(route, captures, event, props, "error", exc.reason)
                 continue
+            if route.name in self._msg_id_routes:
+                args = [*args, {MESSAGE_ID: self._message_id(props)}]
             reply_topic: str | None = None
             correlation: bytes | None = None
             if route.ack:
                 reply_topic, correlation = self._reply_address(route, captures, event, props)
-            req = _Request(route, event, args, reply_topic, correlation, t0)
-            if not self._queue.put(req):
-                self.metrics.drop(MQTT_TO_SIO, "queue_full")
-                self._report(
-                    "queue_full",
-                    route.name,
-                    f"the mqtt_to_socketio queue is full ({self._queue.maxsize}); message dropped",
-                    topic=topic,
-                )
-                self._finish_request(req, "unavailable", error="the gateway's queue is full")
+            reqs.append(_Request(route, event, args, reply_topic, correlation, t0))
+        if not reqs:  # refused / invalid: answered and reported, nothing to hand on
+            if qos:
+                self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
+            return
+        if qos:
+            token = _Inbound(msg.mid, qos, self.mqtt.connects)
+            token.pending = len(reqs)
+            with self._token_lock:
+                self._unacked += 1
+            for req in reqs:
+                req.token = token
+        put = self._queue.put
+        for req in reqs:
+            # waits while the queue is full: paho stops reading (back-pressure to the broker)
+            if not put(req):
+                self.metrics.drop(MQTT_TO_SIO, "stopping")
+                if not self._session_persists:
+                    self._finish_request(req, "unavailable", error="the gateway is shutting down")
+
+    def _message_id(self, props: Any) -> str:
+        """The publisher's ``sio-mqtt-id`` user property (MQTT 5), else a new unique id."""
+        if props is not None:
+            for key, value in getattr(props, "UserProperty", None) or ():
+                if key == MESSAGE_ID:
+                    return str(value)
+        return f"{self._instance}-{next(self._msg_ids)}"
+
+    def _handed_on(self, req: _Request) -> None:
+        """``req`` reached its final state: acknowledge its MQTT message once all its requests
+        did (any thread)."""
+        token = req.token
+        if token is None:
+            return
+        req.token = None
+        with self._token_lock:
+            token.pending -= 1
+            if token.pending:
+                return
+            self._unacked -= 1
+        self.mqtt.ack(token.mid, token.qos, token.gen)
 
     def _reply_address(
         self,
@@ -603,58 +794,79 @@ class Gateway:
                     emit_one(req)
                 except Exception:  # never let one message end the worker
                     log.exception("emit failed for route %s", req.route.name)
+                    self._handed_on(req)
+
+    def _hold(self, sock: Socket, req: _Request) -> bool:
+        """Wait until ``sock`` is connected (the request stays unacknowledged meanwhile, the
+        queue behind it fills: back-pressure); False when the gateway stops first."""
+        if sock.connected:
+            return True
+        with self._sio_cond:
+            while not sock.connected:
+                if self._stopping:
+                    self._held_at_stop.append(req)
+                    return False
+                self._sio_cond.wait(0.5)
+        return True
 
     def _emit(self, req: _Request) -> None:
         route = req.route
         sock = self._sockets[route.namespace]
+        if not self._hold(sock, req):
+            return
         if not route.ack:
             try:
                 sock.emit(req.event, *req.args)
-            except BufferFullError:
-                self.metrics.drop(MQTT_TO_SIO, "buffer_full")
-                self._report(
-                    "buffer_full",
-                    route.name,
-                    "Socket.IO is not connected and its offline buffer is full; message dropped",
-                    event=req.event,
-                )
+            except BufferFullError:  # the connection dropped just now and the buffer is full
+                self._queue.requeue(req)
                 return
             self.metrics.message(MQTT_TO_SIO, route.name)
+            if sock.connected and not sock.buffered:
+                self._handed_on(req)  # written to the transport (directly or by the flush)
+                return
+            with self._sio_cond:  # in the offline buffer: handed on when it is flushed
+                self._unconfirmed.setdefault(route.namespace, []).append(req)
+                if not (sock.connected and not sock.buffered):
+                    return
+                confirmed = self._unconfirmed.pop(route.namespace, [])
+            for r in confirmed:
+                self._handed_on(r)
             return
         try:
             future = sock.emit_with_ack(req.event, *req.args, timeout=route.ack_timeout)
         except BufferFullError:
-            self.metrics.drop(MQTT_TO_SIO, "buffer_full")
-            self._finish_request(
-                req,
-                "unavailable",
-                error="Socket.IO is not connected and the request cannot be held",
-            )
+            self._queue.requeue(req)
             return
         self.metrics.message(MQTT_TO_SIO, route.name)
         self._inflight.add(future)
         future.add_done_callback(lambda fut: self._ack_done(req, fut))
 
     def _ack_done(self, req: _Request, fut: Future[Any]) -> None:
-        """Runs on the thread that completed the future (reader, scheduler): publish the reply."""
+        """Runs on the thread that completed the future (reader, scheduler): publish the reply,
+        or emit again (through the worker: this thread must not wait for a connection)."""
         self._inflight.discard(fut)
         exc = fut.exception()
         if exc is None:
             self._finish_request(req, "ok", args=_ack_args(fut.result()))
         elif isinstance(exc, AckTimeout):
             if req.attempts < req.route.retries and not self._stopping:
-                req.attempts += 1
-                try:
-                    self._emit(req)
-                except Exception:
-                    log.exception("re-emit failed for route %s", req.route.name)
-                    self._finish_request(req, "error", error="re-emit failed")
-                return
+                req.attempts += 1  # at-least-once: again, with a new ack id
+                if self._queue.requeue(req):
+                    return
             self._finish_request(req, "timeout", error=f"no ack within {req.route.ack_timeout:g} s")
-        elif isinstance(exc, AckCancelled) and self._stopping:
-            self._finish_request(req, "unavailable", error="the gateway is shutting down")
+        elif isinstance(exc, AckCancelled):
+            # the connection was lost before the ack: emit again once reconnected, as a retry
+            # (a message that makes the server drop the connection must not loop forever)
+            if self._stopping:
+                self._finish_request(req, "unavailable", error="the gateway is shutting down")
+            elif req.attempts < req.route.retries and self._queue.requeue(req):
+                req.attempts += 1
+                return
+            else:
+                self._finish_request(req, "error", error=str(exc) or type(exc).__name__)
         else:
             self._finish_request(req, "error", error=str(exc) or type(exc).__name__)
+        self._handed_on(req)
 
     def _finish_request(
         self,
@@ -731,7 +943,7 @@ class Gateway:
             return
         payload: bytes | None = None
         waiting = False
-        publish = self.mqtt.publish
+        add = self.outbox.add
         for route in routes:
             try:
                 topic = route.topic_for(ns, event, args)
@@ -747,21 +959,73 @@ class Gateway:
                 except PayloadError as exc:
                     self._report("payload", route.name, exc.reason, event=event)
                     break
-            result = publish(topic, payload, route.qos, route.retain, block=_BACKPRESSURE)
-            if result is PublishResult.OK:
+            # kept (in order, bounded, durable when enabled) until the broker acknowledges it;
+            # a drop is counted and reported by _outbox_dropped
+            if add(
+                OutMessage(topic, payload, route.qos, route.retain, route=route.name, event=event)
+            ):
                 self.metrics.message(SIO_TO_MQTT, route.name)
-            else:
-                self._publish_failed(route, event, result)
         if ack is not None and not waiting:
             ack()
 
-    def _publish_failed(
-        self, route: SocketioToMqttRoute, event: str, result: PublishResult
-    ) -> None:
-        self.metrics.drop(SIO_TO_MQTT, result.value)
-        self._report(
-            "publish", route.name, f"MQTT publish failed ({result.value}); dropped", event=event
-        )
+    # -- the outbox's callbacks ----------------------------------------------------------------
+    def _outbox_publish(self, msg: OutMessage) -> int | str | None:
+        """Hand ``msg`` to paho (outbox lock held; never blocks)."""
+        props = None
+        if self._v5:
+            props = reply_properties(
+                msg.response_topic, msg.correlation, ((MESSAGE_ID, msg.msg_id),)
+            )
+        return self.mqtt.publish_mid(msg.topic, msg.payload, msg.qos, msg.retain, props)
+
+    def _outbox_dropped(self, msg: OutMessage, reason: str) -> None:
+        """Every drop: counted exactly, reported (rate-limited per route)."""
+        self.metrics.drop(SIO_TO_MQTT, reason)
+        if reason == "outbox_full":
+            self._report(
+                "outbox_full",
+                msg.route,
+                f"the outbox is full ({self.outbox.max_messages} messages, MQTT "
+                f"{'connected' if self.mqtt.connected else 'down'}); "
+                f"message dropped ({self.outbox.policy})",
+                event=msg.event,
+            )
+        elif reason != "stopping":
+            self._report(
+                "publish", msg.route, f"MQTT publish failed ({reason}); dropped", event=msg.event
+            )
+
+    def _recovery_saved(self) -> None:
+        self._recovery_saves.inc()
+
+    def _recovery_tick(self) -> None:
+        """Deadline thread, every ``outbox.recovery_interval``: probe the recovery state through
+        the dispatcher (see :meth:`_recovery_probe`)."""
+        if self._stopping:
+            return
+        if not self._probe_pending:
+            self._probe_pending = True
+            self.client.manager.dispatcher.submit(self._recovery_probe, urgent=True)
+        assert self._deadlines is not None
+        self._deadlines.add(time.monotonic() + self.config.outbox.recovery_interval, _RECOVERY_KEY)
+
+    def _recovery_probe(self) -> None:
+        """Dispatcher thread. The reader updates a namespace's recovery offset *before* it
+        queues the event for the dispatcher, so an offset read now may belong to an event not
+        handled yet. It is saved only at the next probe (one interval later, queued behind every
+        event received before it): by then that event is in the outbox, and the offset is
+        committed in the same or a later transaction than the event."""
+        self._probe_pending = False
+        states: dict[str, tuple[str, str | None]] = {}
+        for ns, sock in self._sockets.items():
+            state = sock.recovery_state
+            if state is not None:
+                states[ns] = state
+        confirmed = self._recovery_candidate
+        self._recovery_candidate = states
+        if confirmed and confirmed != self._recovery_last:
+            self._recovery_last = confirmed
+            self.outbox.save_recovery(confirmed)
 
     def _publish_request(
         self,
@@ -778,11 +1042,9 @@ class Gateway:
         try:
             if self._v5:
                 payload = encode_mqtt_payload(args)
-                props = reply_properties(reply_to, corr.encode())
             else:
                 envelope = {"reply_to": reply_to, "correlation": corr, "args": list(args)}
                 payload = encode_mqtt_payload([envelope])
-                props = None
         except PayloadError as exc:
             self._report("payload", route.name, exc.reason, event=event)
             ack({"status": "error", "error": exc.reason})
@@ -793,12 +1055,26 @@ class Gateway:
         self._server_acks[corr] = pending
         assert self._deadlines is not None
         self._deadlines.add(time.monotonic() + route.ack_timeout, corr)
-        result = self.mqtt.publish(topic, payload, route.qos, False, props, block=_BACKPRESSURE)
-        if result is not PublishResult.OK:
-            self._publish_failed(route, event, result)
+
+        def dropped(reason: str) -> None:
             if self._server_acks.pop(corr, None) is not None:
                 self._answer_server_ack(pending, "unavailable", "MQTT is not available")
-        else:
+
+        # through the outbox (ordered with the other publishes) but never stored: the reply
+        # address means nothing to another run
+        msg = OutMessage(
+            topic,
+            payload,
+            route.qos,
+            False,
+            route=route.name,
+            event=event,
+            durable=False,
+            response_topic=reply_to if self._v5 else None,
+            correlation=corr.encode() if self._v5 else None,
+            on_drop=dropped,
+        )
+        if self.outbox.add(msg):
             self.metrics.message(SIO_TO_MQTT, route.name)
         return True
 
@@ -820,6 +1096,9 @@ class Gateway:
         pending.ack(*args)
 
     def _server_ack_expired(self, corr: str) -> None:
+        if corr == _RECOVERY_KEY:
+            self._recovery_tick()
+            return
         pending = self._server_acks.pop(corr, None)
         if pending is not None:
             log.info("route %s: no device reply within %g s", pending.route.name, pending.timeout)
@@ -845,6 +1124,12 @@ class Gateway:
                 if self._sio_ever_ready:
                     self.metrics.reconnected("socketio")
                 self._sio_ever_ready = True
+        if connected:
+            with self._sio_cond:
+                confirmed = self._unconfirmed.pop(ns, [])
+                self._sio_cond.notify_all()
+            for req in confirmed:  # the client flushed its offline buffer before "connect"
+                self._handed_on(req)
         log.info("Socket.IO: namespace %s %s", ns, "connected" if connected else "disconnected")
         if after != before:
             self.metrics.set_connected("socketio", after)

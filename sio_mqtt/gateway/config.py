@@ -357,12 +357,26 @@ class QueuesConfig(BaseModel):
 
 
 class OutboxConfig(BaseModel):
+    """The Socket.IO -> MQTT outbox (see :mod:`sio_mqtt.gateway.outbox`).
+
+    ``enabled`` makes it durable (SQLite at ``path``; also where the Socket.IO recovery state is
+    kept); disabled, the same bounded, ordered queue lives in memory only. ``max_messages`` and
+    ``overflow`` apply either way. ``commit_interval`` (seconds) / ``commit_batch`` (messages)
+    bound a group commit; ``0`` commits every message before publishing it. ``sync`` is SQLite's
+    ``synchronous`` (WAL): ``normal`` survives a process crash, ``full`` also a power loss.
+    """
+
     model_config = _STRICT
 
     enabled: bool = False
     path: str = Field(default="sio-mqtt-outbox.sqlite3", min_length=1)
     max_messages: int = Field(default=100000, ge=1)
     overflow: Literal["drop-oldest", "drop-newest", "block"] = "drop-oldest"
+    commit_interval: float = Field(default=0.05, ge=0, le=60)
+    commit_batch: int = Field(default=1000, ge=1)
+    sync: Literal["off", "normal", "full"] = "normal"
+    recovery: bool = True
+    recovery_interval: float = Field(default=0.2, gt=0, le=60)
 
 
 class LoggingConfig(BaseModel):
@@ -456,6 +470,7 @@ class MqttToSocketioRouteConfig(BaseModel):
     spread: bool = False
     allow_events: list[str] | None = None
     retries: int = Field(default=0, ge=0)
+    message_id: bool = False
 
     @field_validator("namespace")
     @classmethod

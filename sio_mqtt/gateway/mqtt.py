@@ -24,6 +24,19 @@ That queue is bounded by ``max_queued`` (``queues.socketio_to_mqtt``): when it i
 queued (drop-newest: the caller reports and counts the drop). QoS 0 messages are never queued:
 while disconnected they are dropped (:attr:`PublishResult.NOT_CONNECTED`), as QoS 0 allows.
 ``publish`` never blocks, so it is safe to call from the Socket.IO dispatcher thread.
+
+Delivery (see ``docs/README-reliability.md``)
+---------------------------------------------
+* Incoming QoS 1/2 messages are acknowledged *manually* (paho ``manual_ack=True``): the gateway
+  calls :meth:`MqttConnection.ack` once it has handed the message on. An ack carries the
+  connection generation it was received on; an ack for an earlier connection is not sent (the
+  packet id may already name another message; the broker redelivers the old one when the
+  session persists). MQTT 5: the CONNECT's Receive Maximum (``receive_maximum``) bounds the
+  unacknowledged messages the broker sends us (broker-side flow control).
+* ``on_published(mid)`` runs (paho thread, must not block) for every PUBACK/PUBCOMP;
+  :meth:`publish_mid` returns the mid to match. ``on_ready`` runs once the ``online`` status
+  published on connect was acknowledged: paho has re-sent what it had in flight by then, so a
+  caller that publishes only after ``on_ready`` keeps its order across reconnects.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import enum
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -98,6 +112,9 @@ class MqttConnection:
         max_inflight: int = 1000,
         reconnect_min_delay: float = 0.5,
         reconnect_max_delay: float = 5.0,
+        receive_maximum: int | None = None,
+        on_published: Callable[[int], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.v5 = cfg.protocol == 5
@@ -114,6 +131,12 @@ class MqttConnection:
         self.reconnects = 0
         self._connected_event = threading.Event()
         self._last_info: paho.MQTTMessageInfo | None = None
+        self._receive_maximum = receive_maximum
+        self._on_published_cb = on_published
+        self._on_ready_cb = on_ready
+        self._online_mid: int | None = None
+        #: the ``online`` status of this connection was acknowledged (see the module docstring)
+        self.ready = False
 
         protocol = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
         client = paho.Client(
@@ -122,6 +145,7 @@ class MqttConnection:
             clean_session=None if self.v5 else cfg.clean_start,
             protocol=protocol,
             reconnect_on_failure=True,
+            manual_ack=True,
         )
         client.enable_logger(logging.getLogger("sio_mqtt.gateway.paho"))
         client.max_queued_messages_set(max_queued)
@@ -137,18 +161,28 @@ class MqttConnection:
                 cfg.password.get_secret_value() if cfg.password is not None else None,
             )
         if cfg.tls.enabled:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED if cfg.tls.verify else ssl.CERT_NONE,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED if cfg.tls.verify else ssl.CERT_NONE,
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                # a clear start-up error (exit 2), not a traceback: e.g. a key that does not
+                # match the certificate, a PEM file that is not one
+                raise ValueError(
+                    f"mqtt.tls: cannot load the CA/certificate/key files: {exc}"
+                ) from None
             client.tls_insecure_set(not cfg.tls.verify)
         client.will_set(self.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
+        self._last_connect_failure: str | None = None
         self.client = client
 
     # -- state -----------------------------------------------------------------------------
@@ -166,6 +200,8 @@ class MqttConnection:
         if self.v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry
+            if self._receive_maximum is not None:
+                props.ReceiveMaximum = max(1, min(self._receive_maximum, 65535))
         kwargs: dict[str, Any] = {"keepalive": self.cfg.keepalive, "properties": props}
         if self.v5:
             kwargs["clean_start"] = self.cfg.clean_start
@@ -196,8 +232,13 @@ class MqttConnection:
     def flush(self, timeout: float) -> bool:
         """Wait until the last QoS>0 publish was acknowledged (the broker acks in order)."""
         info = self._last_info
-        if info is None or info.is_published():
+        if info is None:
             return True
+        try:
+            if info.is_published():
+                return True
+        except RuntimeError:  # paho raises for a message queued while never connected
+            return False
         if not self._connected:
             return False
         try:
@@ -273,7 +314,75 @@ class MqttConnection:
             return PublishResult.QUEUE_FULL
         return PublishResult.ERROR
 
+    def publish_mid(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int,
+        retain: bool,
+        props: Properties | None,
+    ) -> int | str | None:
+        """Publish for a caller that tracks the broker's ack: the mid (QoS > 0, sent or kept by
+        paho for after a reconnect), ``0`` (QoS 0 written), ``None`` (paho's queue is full: try
+        again later) or a failure reason (``"not_connected"`` for QoS 0, ``"error"``)."""
+        if not self.v5:
+            props = None
+        try:
+            info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except ValueError as exc:
+            log.warning("MQTT: cannot publish on %r: %s", topic, exc)
+            return "error"
+        rc = info.rc
+        if rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return None
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS or rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            if not qos:
+                return 0 if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else "not_connected"
+            self._last_info = info
+            return info.mid
+        return "error"
+
+    def ack(self, mid: int, qos: int, generation: int) -> None:
+        """Acknowledge an incoming QoS 1/2 message received on connection ``generation``
+        (``connects`` when it arrived); acks for an earlier connection are not sent."""
+        if qos and generation == self.connects and self._connected:
+            self.client.ack(mid, qos)
+
     # -- paho callbacks (network thread) -----------------------------------------------------
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if mid == self._online_mid and not self.ready:
+            self.ready = True
+            if self._on_ready_cb is not None:
+                self._on_ready_cb()
+        cb = self._on_published_cb
+        if cb is not None:
+            cb(mid)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        """paho could not open the connection (refused, unreachable, TLS handshake failed: wrong
+        CA, host name mismatch...). paho calls this inside its ``except OSError`` block and logs
+        nothing above DEBUG itself, so log the cause here: at WARNING when it changes, else at
+        DEBUG (the same cause every back-off period is noise)."""
+        exc = sys.exc_info()[1]
+        cause = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
+        level = logging.DEBUG if cause == self._last_connect_failure else logging.WARNING
+        self._last_connect_failure = cause
+        log.log(
+            level,
+            "MQTT: cannot connect to %s:%d%s: %s; retrying",
+            self.cfg.host,
+            self.cfg.port,
+            " (TLS)" if self.cfg.tls.enabled else "",
+            cause,
+        )
+
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         if not self.cfg.tcp_nodelay:
             return
@@ -294,6 +403,7 @@ class MqttConnection:
             log.warning("MQTT: broker refused the connection: %s", reason_code)
             return
         self.connects += 1
+        self._last_connect_failure = None
         # paho does not honour the broker's Receive Maximum by itself (a strict broker refuses
         # or disconnects a client exceeding it), and its public setter refuses to change the
         # window on an open connection: set the attribute the setter would set (both positive).
@@ -313,7 +423,8 @@ class MqttConnection:
             subs = list(self._subscriptions.items())
         if subs:
             self._send_subscribe(subs)
-        client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        self.ready = False
+        self._online_mid = client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True).mid
         self._connected = True
         self._ever_connected = True
         self._connected_event.set()
@@ -330,6 +441,7 @@ class MqttConnection:
     ) -> None:
         was = self._connected
         self._connected = False
+        self.ready = False
         self._connected_event.clear()
         if self._stopping:
             log.info("MQTT: disconnected")
@@ -345,3 +457,4 @@ class MqttConnection:
             self._on_message_cb(message)
         except Exception:
             log.exception("MQTT: message handler failed for topic %r", message.topic)
+            client.ack(message.mid, message.qos)  # never leave it in flight forever

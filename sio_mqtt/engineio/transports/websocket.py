@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+import requests.utils
 import websocket as wsc
 
 from sio_mqtt.engineio.transports.base import TransportClosed, TransportError, TransportOptions
@@ -27,6 +28,26 @@ _OP_CLOSE = wsc.ABNF.OPCODE_CLOSE
 _OP_PING = wsc.ABNF.OPCODE_PING
 _OP_PONG = wsc.ABNF.OPCODE_PONG
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+# websocket-client would read http_proxy/NO_PROXY itself, with rules unlike requests' (no
+# all_proxy; NO_PROXY also overriding an explicit proxy), so polling and the websocket could take
+# different routes. The proxy is chosen once, below, with requests' rules (the polling
+# transport's), and these ``http_no_proxy`` lists stop websocket-client from looking again.
+_NO_PROXY_NONE = ["\x00"]  # matches no host ([] would mean "read NO_PROXY from the environment")
+_NO_PROXY_ALL = ["*"]
+
+
+def _proxy_url(options: TransportOptions) -> str | None:
+    """The explicit proxy, else the environment's for this URL (http(s)_proxy, all_proxy and
+    no_proxy, as requests applies them to the polling requests), else None."""
+    if options.proxy:
+        return options.proxy
+    url = options.endpoint("http")
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy  # requests accepts "host:port" too
+    return proxy or None
 
 
 def websocket_connect_options(options: TransportOptions, timeout: float) -> dict[str, Any]:
@@ -47,8 +68,12 @@ def websocket_connect_options(options: TransportOptions, timeout: float) -> dict
         kwargs["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
     elif isinstance(options.verify, str):
         kwargs["sslopt"] = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": options.verify}
-    if options.proxy:
-        proxy = urllib.parse.urlsplit(options.proxy)
+    proxy_url = _proxy_url(options)
+    if proxy_url is None:
+        kwargs["http_no_proxy"] = _NO_PROXY_ALL
+    else:
+        proxy = urllib.parse.urlsplit(proxy_url)
+        kwargs["http_no_proxy"] = _NO_PROXY_NONE
         kwargs["http_proxy_host"] = proxy.hostname
         kwargs["http_proxy_port"] = proxy.port or 80
         kwargs["proxy_type"] = proxy.scheme if proxy.scheme in ("socks4", "socks5") else "http"

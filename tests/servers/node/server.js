@@ -300,3 +300,145 @@ process.on("SIGINT", shutdown);
 process.on("uncaughtException", (err) => {
   process.stderr.write(`uncaught: ${err.stack || err}\n`);
 });
+
+// ---------------------------------------------------------------------------
+// Fault-injection support (tests/faults): a durable recorder and a sequenced stream.
+//
+// Options:
+//   recordFile   path: every "record" event is appended to it as one JSON line
+//                {"nsp", "event", "args"} (synchronously, before the ack), so the record
+//                survives a SIGKILL; lines already in the file are loaded at start
+//   recordRate   "record" events processed (recorded and acked) per second, in order
+//                (0 = at once): a slow server
+//
+// Events (namespaces "/" and "/chat"):
+//   record(...args, cb)      record (nsp, "record", args), then ack true; with recordRate > 0
+//                            both happen later, recordRate events per second, in order
+//   get_recorded(cb)         cb([{event, args}, ...]) for this namespace
+//   clear_recorded(cb)       forget this namespace's record (memory and file)
+//   set_record_rate(r, cb)   change recordRate at run time
+//   stream(spec, cb)         broadcast spec.event (default "seq") with {seq, stream, pad} for
+//                            seq = spec.start (default 0) .. spec.n - 1 to every other socket of
+//                            the namespace, spec.rate events per second (0 = as fast as
+//                            possible); "stream_done" {stream, n} to the sender at the end
+//   stream_stop(cb)          stop this namespace's stream
+// ---------------------------------------------------------------------------
+const recorded = new Map(); // nsp -> [{event, args}]
+function recordedFor(name) {
+  let list = recorded.get(name);
+  if (!list) {
+    list = [];
+    recorded.set(name, list);
+  }
+  return list;
+}
+if (config.recordFile && fs.existsSync(config.recordFile)) {
+  for (const line of fs.readFileSync(config.recordFile, "utf8").split("\n")) {
+    if (!line) continue;
+    try {
+      const entry = JSON.parse(line);
+      recordedFor(entry.nsp).push({ event: entry.event, args: entry.args });
+    } catch (e) {
+      // a torn last line: ignore
+    }
+  }
+}
+let recordRate = config.recordRate || 0;
+const backlog = []; // record events waiting for the slow server (recordRate > 0)
+let pumpTimer = null;
+let credit = 0;
+function pump() {
+  if (recordRate <= 0) {
+    while (backlog.length) backlog.shift()();
+  } else {
+    credit += recordRate / 100;
+    while (credit >= 1 && backlog.length) {
+      credit -= 1;
+      backlog.shift()();
+    }
+    if (!backlog.length) credit = 0;
+  }
+  if (!backlog.length && pumpTimer) {
+    clearInterval(pumpTimer);
+    pumpTimer = null;
+  }
+}
+// a slow server processes (records and acks) recordRate events per second, in order
+function processLater(fn) {
+  if (recordRate <= 0 && !backlog.length) {
+    fn();
+    return;
+  }
+  backlog.push(fn);
+  if (!pumpTimer) pumpTimer = setInterval(pump, 10);
+}
+const streams = new Map(); // nsp -> {stopped}
+
+function setupFaults(nsp) {
+  nsp.on("connection", (socket) => {
+    const name = socket.nsp.name;
+    socket.on("record", (...args) => {
+      const cb = isFn(args[args.length - 1]) ? args.pop() : null;
+      const process = () => {
+        recordedFor(name).push({ event: "record", args });
+        if (config.recordFile) {
+          fs.appendFileSync(config.recordFile, JSON.stringify({ nsp: name, event: "record", args }) + "\n");
+        }
+        if (cb) cb(true);
+      };
+      processLater(process);
+    });
+    socket.on("get_recorded", (cb) => {
+      if (isFn(cb)) cb(recordedFor(name));
+    });
+    socket.on("clear_recorded", (cb) => {
+      recorded.set(name, []);
+      if (config.recordFile && fs.existsSync(config.recordFile)) {
+        const keep = fs
+          .readFileSync(config.recordFile, "utf8")
+          .split("\n")
+          .filter((line) => line && !line.startsWith(JSON.stringify({ nsp: name }).slice(0, -1) + ","));
+        fs.writeFileSync(config.recordFile, keep.map((l) => l + "\n").join(""));
+      }
+      if (isFn(cb)) cb(true);
+    });
+    socket.on("set_record_rate", (rate, cb) => {
+      recordRate = Number(rate) || 0;
+      if (isFn(cb)) cb(recordRate);
+    });
+    socket.on("stream", (spec, cb) => {
+      spec = spec || {};
+      const n = spec.n || 0;
+      const event = spec.event || "seq";
+      const id = spec.stream || "s";
+      const pad = "x".repeat(spec.padding || 0);
+      const perTick = spec.rate ? Math.max(1, Math.round(spec.rate / 100)) : 500;
+      const old = streams.get(name);
+      if (old) old.stopped = true;
+      const state = { stopped: false };
+      streams.set(name, state);
+      let seq = spec.start || 0;
+      const tick = () => {
+        if (state.stopped) return;
+        for (let i = 0; i < perTick && seq < n; i++, seq++) {
+          socket.broadcast.emit(event, { seq, stream: id, pad });
+        }
+        if (seq < n) {
+          if (spec.rate) setTimeout(tick, 10);
+          else setImmediate(tick);
+        } else {
+          socket.emit("stream_done", { stream: id, n });
+        }
+      };
+      tick();
+      if (isFn(cb)) cb(true);
+    });
+    socket.on("stream_stop", (cb) => {
+      const st = streams.get(name);
+      if (st) st.stopped = true;
+      if (isFn(cb)) cb(true);
+    });
+  });
+}
+setupFaults(io.of("/"));
+setupFaults(io.of("/chat"));
