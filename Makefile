@@ -46,6 +46,7 @@ typecheck: install
 
 test: install node mosquitto lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m benchmarks.run --smoke
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -437,7 +437,6 @@ def main() -> None:
             "value": round(median(runs), 3),
             "runs": [round(r, 3) for r in runs],
             "n": args.n,
-            "active_threads": threading.active_count(),
         }
     )
 

@@ -305,9 +305,7 @@ class Outbox:
             return True
         if policy == "drop-oldest" and self._waiting:
             old = self._waiting.popleft()
-            if old.stored:
-                self._to_delete.append(old.seq)
-                old.stored = False
+            self._forget(old)
             dropped.append((old, "outbox_full"))
             return True
         dropped.append((msg, "outbox_full"))
