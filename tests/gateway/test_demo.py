@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sio_mqtt.demo import amqtt_available, find_mosquitto
+from sio_mqtt.demo import find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION = 8
@@ -100,7 +100,6 @@ def check_common(code: int, out: str) -> None:
     assert not survivors, f"processes still running after the demo: {survivors}\n{out}"
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 def test_demo_with_mosquitto() -> None:
     code, out = run_demo()
     check_common(code, out)
@@ -112,10 +111,6 @@ def test_demo_with_mosquitto() -> None:
     assert re.search(r"device\s+<- reply on devices/d1/reply/get_status: status ok", out), out
 
 
-@pytest.mark.skipif(
-    not amqtt_available(),
-    reason="amqtt (the demo extra) is not installed: pip install -e '.[demo]'",
-)
 def test_demo_with_python_broker() -> None:
     code, out = run_demo("--no-mosquitto")
     check_common(code, out)
@@ -125,9 +120,6 @@ def test_demo_with_python_broker() -> None:
     assert re.search(r"device\s+<- reply on devices/d1/reply/reboot: status ok", out), out
 
 
-@pytest.mark.skipif(
-    find_mosquitto() is None and not amqtt_available(), reason="no broker for the demo"
-)
 def test_demo_cleans_up_after_a_start_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("socketio:\n  url: http://127.0.0.1:1\nmqtt:\n  bogus: 1\n")

@@ -125,9 +125,8 @@ def test_ack_reply_topic_ok_timeout_error(env: Env) -> None:
     assert payload_json(dev.expect(f"{p}/reply/d2/echo_ack", start=mark))["args"] == [2]
 
 
+@pytest.mark.parametrize("protocol", [5], ids=["mqtt5"])  # 3.1.1 has no Response Topic
 def test_ack_reply_v5_response_topic_and_correlation(env: Env) -> None:
-    if env.protocol != 5:
-        pytest.skip("MQTT 3.1.1 has no Response Topic (see the reply_topic test)")
     p, dev = env.prefix, env.device
     env.start()
     dev.publish(
