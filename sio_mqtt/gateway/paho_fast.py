@@ -341,15 +341,15 @@ class FastClient(_mc.Client):
                 while True:
                     if i >= end:
                         return _SUCCESS  # incomplete (finally keeps data[pos:])
+                    if shift == 28:  # a 5th length byte (paho: MQTT_ERR_PROTOCOL)
+                        pos = end
+                        return self._loop_rc_handle(_PROTOCOL)
                     digit = data[i]
                     i += 1
                     length |= (digit & 0x7F) << shift
                     if not digit & 0x80:
                         break
                     shift += 7
-                    if shift >= 28:  # a 5th length byte
-                        pos = end
-                        return self._loop_rc_handle(_PROTOCOL)
                 stop = i + length
                 if stop > end:
                     return _SUCCESS

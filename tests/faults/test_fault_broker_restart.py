@@ -48,7 +48,9 @@ def test_broker_restarted_mid_stream(world: World, kill: bool) -> None:
         sock = driver if ns == "/" else driver.socket(ns)
         assert sock.call("stream", {"n": N, "rate": RATE, "stream": ns}, timeout=5) is True
 
-    assert check.wait_distinct(3000, timeout=30), f"stream did not start: {check.summary()}"
+    assert check.wait_distinct(3000, timeout=30), (
+        f"stream did not start: {check.summary()}\n{gw.output()}"
+    )
     tolerated: dict[str, set[int]] = {}
     if kill:
         mproxy.refuse_new = True

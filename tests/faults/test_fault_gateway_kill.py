@@ -67,7 +67,9 @@ def test_gateway_killed_socketio_to_mqtt(world: World) -> None:
         sock = driver if ns == "/" else driver.socket(ns)
         assert sock.call("stream", {"n": N, "rate": 1500, "stream": ns}, timeout=5) is True
 
-    assert check.wait_distinct(3000, timeout=30), f"stream did not start: {check.summary()}"
+    assert check.wait_distinct(3000, timeout=30), (
+        f"stream did not start: {check.summary()}\n{gw.output()}"
+    )
     gw.kill()
     at_kill = check.distinct()
     time.sleep(DOWN_TIME)
