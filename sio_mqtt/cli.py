@@ -69,6 +69,8 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # paho logs every packet at DEBUG; keep it quieter unless asked for explicitly
     logging.getLogger("sio_mqtt.gateway.paho").setLevel(max(logging.INFO, root.level))
+    # urllib3 logs every request URL at DEBUG, and a Socket.IO URL may carry a token
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
 
 
 def _level(value: str) -> str:

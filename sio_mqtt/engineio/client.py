@@ -29,7 +29,12 @@ from sio_mqtt.engineio.packet import (
     encode_packet,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
-from sio_mqtt.engineio.transports.base import TransportClosed, TransportError, TransportOptions
+from sio_mqtt.engineio.transports.base import (
+    TransportClosed,
+    TransportError,
+    TransportOptions,
+    redact,
+)
 from sio_mqtt.engineio.transports.polling import BadPollBody, PollingTransport
 from sio_mqtt.engineio.transports.websocket import WebSocketTransport
 from sio_mqtt.errors import ConnectError, EngineIOParseError, NotConnectedError, ParseError
@@ -123,7 +128,9 @@ class EngineIOClient:
                 self._polling.close()
             if self._ws is not None:
                 self._ws.close()
-            raise ConnectError(f"cannot connect to {self.options.url}: {exc}") from exc
+            raise ConnectError(
+                f"cannot connect to {redact(self.options.url)}: {redact(str(exc))}"
+            ) from exc
 
     def _connect_polling(self) -> None:
         polling = PollingTransport(self.options)

@@ -163,7 +163,9 @@ class SocketioConfig(BaseModel):
     def _url(cls, v: str) -> str:
         parts = urllib.parse.urlsplit(v)
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-            raise ValueError(f"must be an http(s):// or ws(s):// URL with a host, got {v!r}")
+            # the URL itself is not quoted: it may carry a password or a token
+            got = f"scheme {parts.scheme!r}" if parts.hostname else "no host"
+            raise ValueError(f"must be an http(s):// or ws(s):// URL with a host (got {got})")
         return v
 
     @field_validator("path")

@@ -107,6 +107,7 @@ class Manager:
         self._stop_reconnect = threading.Event()
         #: how many times the connection was re-established
         self.reconnects = 0
+        self._generation = 0  # counts open() calls; see close()
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -145,6 +146,7 @@ class Manager:
                 return True
             if self.reconnecting:
                 return False
+            self._generation += 1  # a close() still running must leave the threads alone
             self._closing = False
             self._stop_reconnect.clear()
             self.dispatcher.start()
@@ -268,13 +270,22 @@ class Manager:
             self._stop_reconnect.set()
             engine = self.engine
             reconnect_thread = self._reconnect_thread
+            generation = self._generation
         if engine is not None:
             engine.close(timeout)
         current = threading.current_thread()
         if reconnect_thread is not None and reconnect_thread is not current:
             reconnect_thread.join(timeout)
-        self.scheduler.stop(timeout)
-        self.dispatcher.stop(timeout)
+        with self._lock:
+            # connect() may have opened a new connection meanwhile (e.g. right after a
+            # refusal closed the old one): then the helper threads are its, not ours to stop
+            if self._generation != generation:
+                return
+            dispatcher_thread = self.dispatcher.request_stop()
+            self.scheduler.stop(0)
+        self.scheduler.join(timeout)
+        if dispatcher_thread is not None:
+            self.dispatcher.wait_stopped(dispatcher_thread, timeout)
 
 
 class Client(Socket):

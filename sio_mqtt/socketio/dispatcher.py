@@ -37,18 +37,24 @@ class Dispatcher:
         self._cond = threading.Condition(threading.Lock())
         self._waiting = False
         self._thread: threading.Thread | None = None
+        self._last_thread: threading.Thread | None = None
         self._stopping = False
 
     @property
     def thread(self) -> threading.Thread | None:
-        return self._thread
+        """The current (or, once stopped, the last) dispatcher thread."""
+        return self._thread or self._last_thread
 
     def start(self) -> None:
+        """Start the thread, or cancel a stop that has not taken effect yet (a client that is
+        connected again right after its last namespace closed keeps its dispatcher)."""
         with self._cond:
-            if self._thread is not None and self._thread.is_alive() and not self._stopping:
+            if self._thread is not None:
+                self._stopping = False  # the thread skips the stop marker it finds later
                 return
             self._stopping = False
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._last_thread = self._thread
             self._thread.start()
 
     def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> None:
@@ -64,15 +70,37 @@ class Dispatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Run what is queued, then end the thread (not waiting when called from it)."""
+        thread = self.request_stop()
+        if thread is not None:
+            self.wait_stopped(thread, timeout)
+
+    def request_stop(self) -> threading.Thread | None:
+        """Ask the thread to end once the queue is done, without waiting; returns the thread.
+        A later :meth:`start` cancels the request if the thread has not ended yet."""
         with self._cond:
             thread = self._thread
-            if thread is None or self._stopping:
-                return
-            self._stopping = True
-            self._queue.append(None)
-            self._cond.notify_all()
-        if thread is not threading.current_thread():
-            thread.join(timeout)
+            if thread is None:
+                return None
+            if not self._stopping:
+                self._stopping = True
+                self._queue.append(None)
+                self._cond.notify_all()
+            return thread
+
+    def wait_stopped(self, thread: threading.Thread, timeout: float = 5.0) -> None:
+        """Wait until ``thread`` ended, or its stop was cancelled (never from the thread itself)."""
+        if thread is threading.current_thread():
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._thread is thread and self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+            if self._thread is thread:
+                return  # the stop was cancelled: the thread serves a new connection
+        thread.join(max(0.0, deadline - time.monotonic()))  # it is past its last line
 
     def in_dispatcher(self) -> bool:
         return threading.current_thread() is self._thread
@@ -94,7 +122,13 @@ class Dispatcher:
                 cond.notify_all()  # producers blocked on a full queue may go on
             for task in batch:
                 if task is None:
-                    return
+                    with cond:
+                        if self._stopping:  # else start() cancelled this stop: go on
+                            self._stopping = False
+                            self._thread = None
+                            cond.notify_all()
+                            return
+                    continue
                 fn, args = task
                 try:
                     fn(*args)
@@ -126,6 +160,7 @@ class Scheduler:
         self._counter = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._last_thread: threading.Thread | None = None
         self._stopped = False
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
@@ -147,7 +182,14 @@ class Scheduler:
             self._heap.clear()
             thread = self._thread
             self._thread = None
+            self._last_thread = thread
             self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for a stopped scheduler's thread to end (not if a new one runs meanwhile)."""
+        thread = self._last_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 

@@ -26,6 +26,10 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from servers.procs import Mosquitto, NodeServer, free_port, node_modules_ok
+from servers.tcp_proxy import TcpProxy
+
+from sio_mqtt.socketio.client import Client
 
 _GATEWAY_TESTS = Path(__file__).resolve().parents[1] / "gateway"
 if str(_GATEWAY_TESTS) not in sys.path:
@@ -703,6 +707,37 @@ class RssSampler:
         return max((v for _, v in self.samples), default=0)
 
 
+class MetricsSampler:
+    """Polls the gateway's ``/metrics`` every ``interval`` seconds in a thread and keeps the
+    peak of every ``sio_mqtt_queue_depth`` gauge (for failure messages and results)."""
+
+    def __init__(self, gateway: Gateway, interval: float = 0.25) -> None:
+        self._gateway = gateway
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, value in self._gateway.metrics().items():
+                if name.startswith("sio_mqtt_queue_depth"):
+                    queue = name.partition('queue="')[2].rstrip('"}')
+                    self.peaks[queue] = max(self.peaks.get(queue, 0.0), value)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MetricsSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def text(self) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.peaks.items()))
+
+
 def gateway_config(
     prefix: str,
     *,
@@ -776,5 +811,100 @@ def ns_tag(ns: str) -> str:
     return "root" if ns == "/" else ns.strip("/").replace("/", "_")
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")
+# ------------------------------------------------------------------------------------------------
+# one scenario's world
+# ------------------------------------------------------------------------------------------------
+
+#: scenario results for the terminal summary: (test id, text)
+RESULTS: list[tuple[str, str]] = []
+
+#: mosquitto: never drop queued QoS 1 messages for a slow or offline session (the default
+#: max_queued_messages of 1000 would be the broker's own loss, not the gateway's)
+BROKER_EXTRA = "max_queued_messages 0\n"
+
+
+class World:
+    """One scenario's processes and clients; :meth:`close` stops them all, newest first."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        self.tmp_path = tmp_path
+        self.name = name
+        self.prefix = f"f{uuid.uuid4().hex[:8]}"
+        self.record_file = tmp_path / "record.jsonl"
+        self.t0 = time.monotonic()
+        self._owned: list[Any] = []
+
+    # -- processes ---------------------------------------------------------------------------
+    def mosquitto(self, persistent: bool = True) -> Mosquitto:
+        broker = Mosquitto(
+            config_extra=BROKER_EXTRA,
+            persistence_dir=(self.tmp_path / "mosquitto-db") if persistent else None,
+        )
+        self._owned.append(broker)
+        return broker.start()
+
+    def node(self, **options: Any) -> NodeServer:
+        if not node_modules_ok():
+            raise RuntimeError("tests/servers/node/node_modules is missing: run `make test`")
+        options.setdefault("record_file", str(self.record_file))
+        options.setdefault("transports", ["websocket"])
+        srv = NodeServer(**options)
+        self._owned.append(srv)
+        return srv.start()
+
+    def proxy(self, upstream_port: int) -> TcpProxy:
+        proxy = TcpProxy(upstream_port)
+        self._owned.append(proxy)
+        return proxy.start()
+
+    def gateway(self, *, mqtt_port: int, sio_url: str, **options: Any) -> Gateway:
+        cfg = gateway_config(
+            self.prefix,
+            mqtt_port=mqtt_port,
+            sio_url=sio_url,
+            http_port=free_port(),
+            tmp_path=self.tmp_path,
+            **options,
+        )
+        gw = Gateway(self.tmp_path, cfg)
+        self._owned.append(gw)
+        return gw
+
+    # -- clients -----------------------------------------------------------------------------
+    def publisher(self, port: int) -> Publisher:
+        pub = Publisher(port)
+        self._owned.append(pub)
+        return pub
+
+    def subscriber(self, port: int, filters: list[str], check: StreamCheck) -> Subscriber:
+        sub = Subscriber(port, filters, check, client_id=f"sub-{self.prefix}")
+        self._owned.append(sub)
+        return sub
+
+    def driver(self, url: str, namespaces: tuple[str, ...] = ("/", "/chat")) -> Client:
+        """A Socket.IO client of the test itself (starts server streams, reads records)."""
+        client = Client(url, transports=["websocket"], reconnect=False, connect_timeout=5)
+        self._owned.append(client)
+        client.connect()
+        for ns in namespaces[1:]:
+            client.socket(ns).connect()
+        return client
+
+    # -- reporting ---------------------------------------------------------------------------
+    def result(self, text: str) -> None:
+        RESULTS.append((self.name, f"{text} [{time.monotonic() - self.t0:.1f} s]"))
+
+    def close(self) -> None:
+        for obj in reversed(self._owned):
+            try:
+                if isinstance(obj, Client):
+                    obj.disconnect()
+                elif isinstance(obj, (Publisher, Subscriber)):
+                    obj.close()
+                elif isinstance(obj, Mosquitto):
+                    obj.stop()
+                    obj.cleanup()
+                else:
+                    obj.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"teardown of {obj!r} failed: {exc!r}", file=sys.stderr)

@@ -20,8 +20,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import World
-from fault_support import MqttTap, StreamCheck, ns_tag, ranges, wait_progress, wait_until
+from fault_support import MqttTap, StreamCheck, World, ns_tag, ranges, wait_progress, wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import World
-from fault_support import RecordTail, StreamCheck, ns_tag, wait_progress
+from fault_support import RecordTail, StreamCheck, World, ns_tag, wait_progress
 
 pytestmark = pytest.mark.faults
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import World
-from fault_support import RecordTail, StreamCheck, ns_tag
+from fault_support import RecordTail, StreamCheck, World, ns_tag
 
 pytestmark = pytest.mark.faults
 

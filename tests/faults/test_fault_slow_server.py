@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import World
-from fault_support import RecordTail, RssSampler, StreamCheck, ns_tag
+from fault_support import MetricsSampler, RecordTail, RssSampler, StreamCheck, World, ns_tag
 
 pytestmark = pytest.mark.faults
 
@@ -37,7 +36,7 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
     baseline = gw.proc.rss_kb()
     assert baseline is not None
 
-    with RssSampler(gw.proc.rss_kb) as rss:
+    with RssSampler(gw.proc.rss_kb) as rss, MetricsSampler(gw) as queues:
         t0 = time.monotonic()
         pub.start_stream(
             {ns: f"{world.prefix}/rec/{ns_tag(ns)}" for ns in NAMESPACES}, N, rate=0, pad=PAD
@@ -58,7 +57,8 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
     growth_mib = (rss.peak - baseline) / 1024
     assert growth_mib < RSS_BOUND_MIB, (
         f"gateway RSS grew by {growth_mib:.1f} MiB (baseline {baseline / 1024:.1f} MiB, peak "
-        f"{rss.peak / 1024:.1f} MiB) while the server was slow; bound {RSS_BOUND_MIB} MiB"
+        f"{rss.peak / 1024:.1f} MiB) while the server was slow; bound {RSS_BOUND_MIB} MiB; "
+        f"peak queue depths: {queues.text()}"
     )
     # the server's in-memory record agrees with its file
     driver = world.driver(node.url, NAMESPACES)
@@ -68,5 +68,6 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
     world.result(
         f"{check.total} msgs of 1 KiB, input {input_rate:.0f}/s, server {server_rate:.0f}/s "
         f"(acks limited to {SERVER_RATE}/s), RSS baseline {baseline / 1024:.1f} MiB, peak "
-        f"+{growth_mib:.1f} MiB (bound {RSS_BOUND_MIB}), {dups} duplicates"
+        f"+{growth_mib:.1f} MiB (bound {RSS_BOUND_MIB}), {dups} duplicates, peak queue depths: "
+        f"{queues.text()}"
     )

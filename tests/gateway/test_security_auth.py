@@ -234,7 +234,8 @@ def test_auth_file_is_read_again_on_every_reconnect(
     p = "auth-file"
     auth_file = tmp_path / "sio-auth.json"
     auth_file.write_text(json.dumps({"token": "not-yet-valid"}))
-    # "/" first: it keeps the connection open while /admin is refused (see the xfail below)
+    # "/" first: it keeps the connection open while /admin is refused
+    # (the next test covers a lone namespace)
     cfg = admin_config(auth_broker, restartable_node.url, p, ("/", "/admin"))
     cfg["socketio"]["auth_file"] = str(auth_file)
     cfg["socketio"]["auth"] = {"client": "gw"}  # explicit keys are kept (and win)
@@ -254,12 +255,6 @@ def test_auth_file_is_read_again_on_every_reconnect(
     assert gw.terminate() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: after the only active namespace was refused, a later successful "
-    "CONNECT dispatches no events (the dispatcher thread is gone), so the gateway never "
-    "sees 'connect' and never becomes ready",
-)
 def test_gateway_recovers_when_its_only_namespace_is_accepted_after_a_refusal(
     tmp_path: Path, auth_broker: Mosquitto, node_server_default: NodeServer, device: SecureDevice
 ) -> None:

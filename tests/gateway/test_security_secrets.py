@@ -191,7 +191,7 @@ def test_failed_logins_and_unreachable_server_show_no_secret(
     assert_no_secret(f"sio-mqtt run, refused ({fmt})", gw.output)
 
     # nothing listens at the Socket.IO URL (connection refused, with the URL in the error;
-    # a password in that URL is the xfail test below)
+    # a password in that URL is tested below)
     cfg["socketio"]["url"] = f"http://127.0.0.1:{free_port()}"
     cfg["http"]["port"] = free_port()
     gw = start_gateway(tmp_path, cfg, env=env, extra_args=run_args(fmt), name="unreachable")
@@ -230,14 +230,7 @@ def test_check_shows_no_secret(tmp_path: Path, broker: Mosquitto) -> None:
     "case",
     [
         "bad-port",  # an unrelated error next to the secrets
-        pytest.param(
-            "bad-url-scheme",  # the URL itself is invalid: it holds the password
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="config.py SocketioConfig._url echoes the whole URL (with user:password) "
-                "in its error message",
-            ),
-        ),
+        "bad-url-scheme",  # the URL itself is invalid: it holds the password
         "bad-auth-file",  # the auth file is not YAML/JSON
         "secret-of-wrong-type",  # a secret value of the wrong type
         "bad-password-file",  # password_file is a directory
@@ -267,12 +260,6 @@ def test_invalid_configs_show_no_secret(tmp_path: Path, broker: Mosquitto, case:
         assert_no_secret(f"sio-mqtt {cmd[0]} ({case})", proc.stdout + proc.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a token in the Socket.IO URL's query string is logged: urllib3 logs every request "
-    "URL at DEBUG (the CLI sets the root logger to DEBUG), and the client's connect errors "
-    "quote the request URL ('Max retries exceeded with url: /socket.io/?token=...') at WARNING",
-)
 def test_a_token_in_the_url_query_is_not_logged(
     tmp_path: Path, broker: Mosquitto, node_server_default: NodeServer
 ) -> None:
@@ -291,11 +278,6 @@ def test_a_token_in_the_url_query_is_not_logged(
     assert_no_secret("sio-mqtt run (token in the URL query)", gw.output + gw2.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the client's ConnectError quotes the URL with its user:password ('cannot connect "
-    "to http://user:pass@host: ...'), and the gateway logs it at WARNING",
-)
 def test_a_password_in_the_url_is_not_in_connect_errors(tmp_path: Path, broker: Mosquitto) -> None:
     cfg = secret_config(tmp_path, broker, "http://127.0.0.1:1", "sec-url-pw")
     cfg["socketio"]["url"] = with_url_secrets(f"http://127.0.0.1:{free_port()}")

@@ -13,7 +13,7 @@ import pytest
 from servers.procs import NodeServer, PySocketIOServer, free_port
 from support import Recorder, client_threads, wait_until
 
-from sio_mqtt import BufferFullError, Client, ConnectError
+from sio_mqtt import AckTimeout, BufferFullError, Client, ConnectError
 
 MODES = {
     "upgrade": ("polling", "websocket"),
@@ -351,3 +351,29 @@ def test_recovery_state_survives_a_new_client(
     second.connect()
     assert second.recovered is True and second.sid == sid
     assert rec2.wait("news") == [("two",)]
+
+
+def test_connect_right_after_a_refusal_keeps_dispatching(
+    node_server: Callable[..., NodeServer], clients: list[Client]
+) -> None:
+    """A refusal closes the connection (its last namespace); a connect() racing that close
+    must get working helper threads (handlers run, acks time out)."""
+    server = node_server()
+    for round_ in range(10):
+        token = {"token": "wrong"}
+        rec = Recorder()
+        client = Client(server.url, namespace="/admin", auth=lambda t=token: dict(t))
+        clients.append(client)
+        client.on("connect", rec.handler("connect"))
+        client.on("echo", rec.handler("echo"))
+        with pytest.raises(ConnectError):
+            client.connect()
+        token["token"] = "secret"
+        client.connect()  # no pause: races the close of the refused connection
+        rec.wait("connect", timeout=5)
+        client.emit("echo", round_)
+        assert rec.wait("echo", timeout=5) == [(round_,)]
+        with pytest.raises(AckTimeout):
+            client.call("no_ack", timeout=0.2)
+        client.disconnect()
+        assert client_threads() == []

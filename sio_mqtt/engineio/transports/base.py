@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -9,6 +10,22 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 
 from requests.cookies import RequestsCookieJar
+
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+_QUERY_VALUE = re.compile(r"([?&;][^=&\s'\"]+=)[^&\s'\")]*")
+_KEEP = ("EIO=", "transport=", "sid=", "t=")
+
+
+def redact(text: str) -> str:
+    """``text`` with URL credentials and query values masked: error messages (of requests,
+    websocket-client, ours) quote URLs, and a URL may carry a password or a token."""
+    text = _USERINFO.sub("***@", text)
+
+    def mask(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return match.group(0) if key[1:] in _KEEP else key + "***"
+
+    return _QUERY_VALUE.sub(mask, text)
 
 
 class TransportError(Exception):

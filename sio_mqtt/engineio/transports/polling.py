@@ -20,6 +20,7 @@ from sio_mqtt.engineio.transports.base import (
     TransportError,
     TransportOptions,
     cache_buster,
+    redact,
 )
 
 log = logging.getLogger("sio_mqtt.engineio")
@@ -140,7 +141,7 @@ class PollingTransport:
         except requests.RequestException as exc:
             if self._closed:
                 raise TransportClosed("polling transport closed") from exc
-            raise TransportError(f"polling {method} failed: {exc}") from exc
+            raise TransportError(f"polling {method} failed: {redact(str(exc))}") from exc
 
     def _read_body(self, response: requests.Response) -> str:
         """The body as text, refusing (without buffering) anything above ``max_receive``."""

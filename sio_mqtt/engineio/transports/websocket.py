@@ -17,7 +17,12 @@ from typing import Any
 import requests.utils
 import websocket as wsc
 
-from sio_mqtt.engineio.transports.base import TransportClosed, TransportError, TransportOptions
+from sio_mqtt.engineio.transports.base import (
+    TransportClosed,
+    TransportError,
+    TransportOptions,
+    redact,
+)
 from sio_mqtt.errors import EngineIOParseError
 
 log = logging.getLogger("sio_mqtt.engineio")
@@ -185,7 +190,7 @@ class WebSocketTransport:
         except wsc.WebSocketBadStatusException as exc:
             raise TransportError(f"websocket handshake refused: HTTP {exc.status_code}") from exc
         except (OSError, wsc.WebSocketException) as exc:
-            raise TransportError(f"websocket connect failed: {exc}") from exc
+            raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
         headers = ws.getheaders() or {}
         set_cookie = headers.get("set-cookie")
         if set_cookie:
