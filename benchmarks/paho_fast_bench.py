@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.common import REPO, add_tests_to_path, print_result
 from sio_mqtt.gateway.paho_fast import FAST_OK, FastClient
@@ -63,9 +64,7 @@ def run_publisher(port: int, topic: str, n: int, payload_size: int) -> None:
     sock.sendall(b"\x10" + _varint(len(var)) + var)
     if sock.recv(4)[:1] != b"\x20":
         raise RuntimeError("publisher: no CONNACK")
-    payload = (b'{"id":"sensor-1","t":21.5,"ok":true,"pad":"' + b"x" * payload_size)[
-        :payload_size
-    ]
+    payload = (b'{"id":"sensor-1","t":21.5,"ok":true,"pad":"' + b"x" * payload_size)[:payload_size]
     t = topic.encode()
     packets = [_publish_packet(t, (i % 65535) + 1, payload) for i in range(n)]
     acked = threading.Event()
@@ -96,14 +95,12 @@ def measure(impl: str, port: int, protocol: int, ack: str, n: int, payload: int,
     cls: Any = FastClient if impl == "fast" else mqtt.Client
     v5 = protocol == 5
     client = cls(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=f"bench-fastsub-{impl}-{os.getpid()}-{tag}",
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         manual_ack=ack == "thread",
     )
-    client.on_socket_open = lambda c, u, s: s.setsockopt(
-        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-    )
+    client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     topic = f"bench/fast/{tag}"
     count = 0
     done = threading.Event()

@@ -58,6 +58,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sio_mqtt.gateway.config import MqttConfig
+from sio_mqtt.gateway.paho_fast import FastClient
 
 __all__ = ["MqttConnection", "PublishResult", "reply_properties"]
 
@@ -77,6 +78,10 @@ class PublishResult(enum.Enum):
     NOT_CONNECTED = "not_connected"  # QoS 0 while disconnected: dropped
     QUEUE_FULL = "queue_full"  # the bounded outgoing queue is full: dropped
     ERROR = "error"  # invalid topic/payload or another paho error
+
+
+#: in-flight window without a Receive Maximum from the broker (MQTT 3.1.1)
+MQTT311_INFLIGHT = 20
 
 
 class PackedProperties(Properties):
@@ -180,7 +185,7 @@ class MqttConnection:
         self.ready = False
 
         protocol = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
+        client = FastClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             clean_session=None if self.v5 else cfg.clean_start,
@@ -449,11 +454,14 @@ class MqttConnection:
         # or disconnects a client exceeding it), and its public setter refuses to change the
         # window on an open connection: set the attribute the setter would set (both positive).
         receive_max = getattr(properties, "ReceiveMaximum", None) if properties else None
-        if isinstance(receive_max, int) and receive_max > 0:
-            window = min(self._max_inflight, receive_max)
-            if hasattr(client, "_max_inflight_messages"):
-                client._max_inflight_messages = window
-            log.debug("MQTT: broker Receive Maximum %d, in-flight window %d", receive_max, window)
+        if not (isinstance(receive_max, int) and receive_max > 0):
+            # MQTT 3.1.1 has no Receive Maximum; brokers commonly allow 20 in flight per client
+            # (mosquitto's max_inflight_messages) and may drop QoS 2 publishes beyond it
+            receive_max = MQTT311_INFLIGHT
+        window = min(self._max_inflight, receive_max)
+        if hasattr(client, "_max_inflight_messages"):
+            client._max_inflight_messages = window
+        log.debug("MQTT: broker Receive Maximum %d, in-flight window %d", receive_max, window)
         log.info(
             "MQTT: connected to %s:%d (session present: %s)",
             self.cfg.host,

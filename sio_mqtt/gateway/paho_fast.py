@@ -294,7 +294,7 @@ class FastClient(_mc.Client):
             self._fast_buf_sock = sock
         size = _RECV_SIZE
         if len(buf) >= 2:  # a big pending packet: ask for the rest of it at once
-            need = _packet_need(buf)
+            need = _packet_need(buf) - len(buf)
             if need > size:
                 size = min(need, _RECV_MAX)
         try:
@@ -387,7 +387,10 @@ class FastClient(_mc.Client):
             return _SUCCESS
         finally:
             if self._fast_buf is data:  # not reset by a close/reconnect meanwhile
-                self._fast_buf = data[pos:] if pos < end else b""
+                rest = data[pos:] if pos < end else b""
+                if len(rest) < _RECV_SIZE and not isinstance(rest, bytes):
+                    rest = bytes(rest)  # back to cheap bytes slicing after a big packet
+                self._fast_buf = rest
             if handled:
                 with self._msgtime_mutex:
                     self._last_bytes_received = _time_func()

@@ -3,6 +3,7 @@ streams, split at every position, must give the same callbacks and the same byte
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import threading
@@ -172,7 +173,7 @@ def run_both(
     stock, fast = Harness(mqtt.Client, v5, manual_ack), Harness(FastClient, v5, manual_ack)
     stock.feed(stream, max_reads=len(stream) + 1)
     bounds = [0, *sorted(set(cuts)), len(stream)]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             fast.feed(stream[a:b])
     return stock, fast
@@ -310,7 +311,7 @@ def test_malformed_same_as_stock(bad: bytes, v5: bool) -> None:
     for cuts in ([], [len(good)], [len(good) + 1], list(range(len(stream)))):
         stock, fast = run_both(stream, cuts, v5)
         assert fast.events == stock.events, cuts
-        assert ("disconnect", "Protocol error") in fast.events or "\x36" in repr(bad)
+        assert ("disconnect", "Protocol error") in fast.events
         assert fast.client.socket() is None
         assert bytes(fast.sock.sent) == bytes(stock.sock.sent)
 
@@ -343,7 +344,9 @@ def test_publish_properties_object_is_a_real_properties() -> None:
     h = Harness(FastClient, True)
     got: list[mqtt.MQTTMessage] = []
     h.client.on_message = lambda c, u, m: got.append(m)
-    h.feed(publish(b"t", b"p", 1, 1, True) + publish(b"t", b"p", 1, 2, True, v5_props("r", b"c", [])))
+    h.feed(
+        publish(b"t", b"p", 1, 1, True) + publish(b"t", b"p", 1, 2, True, v5_props("r", b"c", []))
+    )
     empty, full = got[0].properties, got[1].properties
     assert isinstance(empty, Properties) and empty.isEmpty()  # type: ignore[no-untyped-call]
     assert getattr(empty, "ResponseTopic", None) is None
@@ -358,8 +361,8 @@ def test_filtered_callbacks_and_exceptions() -> None:
     for cls in (mqtt.Client, FastClient):
         h = Harness(cls, False)
         seen: list[str] = []
-        h.client.message_callback_add("a/#", lambda c, u, m: seen.append("a:" + m.topic))
-        h.client.on_message = lambda c, u, m: seen.append("any:" + m.topic)
+        h.client.message_callback_add("a/#", lambda c, u, m, seen=seen: seen.append("a:" + m.topic))
+        h.client.on_message = lambda c, u, m, seen=seen: seen.append("any:" + m.topic)
         h.feed(publish(b"a/1", b"", 0, 0, False) + publish(b"b/1", b"", 0, 0, False), 10)
         assert seen == ["a:a/1", "any:b/1"], cls
     h = Harness(FastClient, False)
@@ -454,11 +457,11 @@ def test_partial_writes_same_bytes(sizes: list[int], qos0: list[bool], budgets: 
         h = Harness(cls, False)
         h.sock.budget = 0
         published: list[int] = []
-        h.client.on_publish = lambda c, u, mid, rc, p: published.append(mid)
+        h.client.on_publish = lambda c, u, mid, rc, p, out=published: out.append(mid)
         c: Any = h.client
         c._thread = object()  # as under loop_start: queueing does not write
         for k, size in enumerate(sizes):
-            h.client.publish("t/%d" % k, b"p" * size, qos=0 if qos0[k] else 1)
+            h.client.publish(f"t/{k}", b"p" * size, qos=0 if qos0[k] else 1)
             c._send_puback(k + 1)
         for budget in [*budgets, None]:
             h.sock.budget = budget

@@ -26,7 +26,7 @@ from servers.procs import Mosquitto
 from sio_mqtt.gateway.paho_fast import FAST_OK, FastClient
 
 HOST = "127.0.0.1"
-N = 20_000
+N = 5_000
 E_ACUTE = "\u00e9"
 CHUNK = 250  # publish this many, then wait for both subscribers (mosquitto queues 1000 at most)
 
