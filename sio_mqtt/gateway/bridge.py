@@ -216,6 +216,12 @@ class _BoundedQueue:
                 self._cond.notify()
         return True
 
+    def consumer_idle(self) -> bool:
+        """True when the consumer waits with nothing queued: the producer may then hand an item
+        on itself without overtaking anything (it is the only producer of new items)."""
+        with self._cond:
+            return self._waiting and not self._items and not self._again and not self._closed
+
     def requeue(self, item: _Request) -> bool:
         with self._cond:
             if self._closed:
@@ -716,6 +722,17 @@ class Gateway:
                 self._unacked += 1
             for req in reqs:
                 req.token = token
+        if len(reqs) == 1 and self._queue.consumer_idle():
+            req = reqs[0]
+            if self._sockets[req.route.namespace].connected:
+                # nothing queued ahead and the namespace is up: emit right here, which saves
+                # a thread hand-off (about a third of the gateway's request latency)
+                try:
+                    self._emit(req)
+                except Exception:
+                    log.exception("emit failed for route %s", req.route.name)
+                    self._handed_on(req)
+                return
         put = self._queue.put
         for req in reqs:
             # waits while the queue is full: paho stops reading (back-pressure to the broker)
