@@ -67,6 +67,7 @@ the Last Will); ``{base_topic}/socketio/state`` is ``connected`` (every namespac
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import itertools
@@ -148,9 +149,12 @@ class _Request:
         "event",
         "reply_topic",
         "route",
+        "seq",
         "t0",
         "token",
     )
+
+    _counter = itertools.count()  # arrival order (paho's thread makes every request)
 
     def __init__(
         self,
@@ -169,6 +173,7 @@ class _Request:
         self.t0 = t0
         self.attempts = 0
         self.token: _Inbound | None = None
+        self.seq = next(_Request._counter)
 
 
 class _ServerAck:
@@ -216,6 +221,14 @@ class _BoundedQueue:
                 self._cond.notify()
         return True
 
+    def has_retries(self) -> bool:
+        return bool(self._again)
+
+    def push_front(self, items: list[_Request]) -> None:
+        """Put items taken earlier back at the head of the queue (behind the retries)."""
+        with self._cond:
+            self._items.extendleft(reversed(items))
+
     def consumer_idle(self) -> bool:
         """True when the consumer waits with nothing queued: the producer may then hand an item
         on itself without overtaking anything (it is the only producer of new items)."""
@@ -223,10 +236,18 @@ class _BoundedQueue:
             return self._waiting and not self._items and not self._again and not self._closed
 
     def requeue(self, item: _Request) -> bool:
+        """Queue ``item`` to go out again before everything else, in arrival order: requests
+        lost with a connection are requeued from several threads at once (the reader cancels
+        the in-flight ones while the worker's own emit fails)."""
         with self._cond:
             if self._closed:
                 return False
-            self._again.append(item)
+            again = self._again
+            if not again or again[-1].seq < item.seq:
+                again.append(item)
+            else:
+                position = bisect.bisect_left([r.seq for r in again], item.seq)
+                again.insert(position, item)
             if self._waiting:
                 self._cond.notify()
         return True
@@ -408,6 +429,10 @@ class Gateway:
         self._msg_id_routes = frozenset(r.name for r in config.mqtt_to_socketio if r.message_id)
         self._msg_ids = itertools.count(1)
         self._token_lock = threading.Lock()
+        # signalled when messages are acknowledged: caps the messages taken from the broker and
+        # not acknowledged yet (some brokers ignore our Receive Maximum, e.g. mosquitto 2.0.11)
+        self._unacked_cond = threading.Condition(self._token_lock)
+        self._max_unacked = config.queues.mqtt_to_socketio
         #: incoming QoS 1/2 messages received and not acknowledged yet
         self._unacked = 0
         subs = list(self.routes.subscriptions)
@@ -432,7 +457,10 @@ class Gateway:
             connect_timeout=scfg.connect_timeout,
             verify=scfg.verify,
             parser=scfg.parser,
-            buffer_size=config.queues.mqtt_to_socketio,
+            # no offline buffer in the client: an emit while disconnected fails at once and the
+            # gateway's own queue holds it, so retried requests (lost with the connection) go
+            # out again before anything that came after them (order per namespace)
+            buffer_size=0,
         )
         self._sockets: dict[str, Socket] = {}
         for ns in self.namespaces:
@@ -718,7 +746,10 @@ class Gateway:
         if qos:
             token = _Inbound(msg.mid, qos, self.mqtt.connects)
             token.pending = len(reqs)
-            with self._token_lock:
+            with self._unacked_cond:
+                # back-pressure: paho's thread waits here, so it stops reading from the broker
+                while self._unacked >= self._max_unacked and not self._stopping:
+                    self._unacked_cond.wait(0.5)
                 self._unacked += 1
             for req in reqs:
                 req.token = token
@@ -728,7 +759,7 @@ class Gateway:
                 # nothing queued ahead and the namespace is up: emit right here, which saves
                 # a thread hand-off (about a third of the gateway's request latency)
                 try:
-                    self._emit(req)
+                    self._emit(req, inline=True)
                 except Exception:
                     log.exception("emit failed for route %s", req.route.name)
                     self._handed_on(req)
@@ -756,11 +787,13 @@ class Gateway:
         if token is None:
             return
         req.token = None
-        with self._token_lock:
+        with self._unacked_cond:
             token.pending -= 1
             if token.pending:
                 return
             self._unacked -= 1
+            if self._unacked < self._max_unacked:
+                self._unacked_cond.notify()
         self.mqtt.ack(token.mid, token.qos, token.gen)
 
     def _reply_address(
@@ -806,7 +839,12 @@ class Gateway:
             batch = take_all()
             if batch is None:
                 return
-            for req in batch:
+            for i, req in enumerate(batch):
+                if self._queue.has_retries():
+                    # requests lost with the connection go out again first: the rest of this
+                    # batch came after them, so it waits behind them (order per namespace)
+                    self._queue.push_front(batch[i:])
+                    break
                 try:
                     emit_one(req)
                 except Exception:  # never let one message end the worker
@@ -826,10 +864,21 @@ class Gateway:
                 self._sio_cond.wait(0.5)
         return True
 
-    def _emit(self, req: _Request) -> None:
+    def _emit(self, req: _Request, inline: bool = False) -> None:
+        """Hand ``req`` to the client. ``inline``: called on paho's thread with nothing queued,
+        which must never wait for a connection (the worker does that, in order)."""
         route = req.route
         sock = self._sockets[route.namespace]
-        if not self._hold(sock, req):
+        if inline:
+            if not sock.connected or self._queue.has_retries():
+                self._queue.put(req)
+                return
+        elif not self._hold(sock, req):
+            return
+        if self._queue.has_retries():
+            # the connection was lost while this request waited: the requests lost with it
+            # came before it and go out first (requeue keeps arrival order)
+            self._queue.requeue(req)
             return
         if not route.ack:
             try:
