@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -314,6 +315,11 @@ class Socket:
         value, or a tuple for several). ``callback(*ack_args)`` runs on the dispatcher.
         The future fails with AckTimeout after ``timeout`` and with AckCancelled at once when
         the connection is lost after the event was sent."""
+        return self._emit_ack(event, args, timeout, callback)[1]
+
+    def _emit_ack(
+        self, event: str, args: tuple[Any, ...], timeout: float | None, callback: Handler | None
+    ) -> tuple[int, Future[Any]]:
         if event in RESERVED_EVENTS or event.__class__ is not str:
             raise ReservedEventError(f"{event!r} is reserved or not a string event name")
         future: Future[Any] = Future()
@@ -335,19 +341,17 @@ class Socket:
             if pending.timer is not None:
                 pending.timer.cancel()
             raise
-        return future
+        return ack_id, future
 
     def call(self, event: str, *args: Any, timeout: float | None = 60.0) -> Any:
         """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)."""
-        if timeout is None:
-            return self.emit_with_ack(event, *args).result()
-        future = self.emit_with_ack(event, *args, timeout=timeout)
+        # the caller's own wait is the deadline: no scheduler entry (and wake-up) per call
+        ack_id, future = self._emit_ack(event, args, None, None)
         try:
-            return future.result(timeout + 1.0)
-        except TimeoutError as exc:
-            if isinstance(exc, AckTimeout):
-                raise
-            raise AckTimeout(f"no ack for {event!r} within {timeout:g} s") from None
+            return future.result(timeout)
+        except FutureTimeoutError:
+            self._ack_timed_out(ack_id, timeout or 0.0)
+            return future.result(0)  # the ack, if it won the race, else AckTimeout
 
     def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
         if self._state is SocketState.CONNECTED:
