@@ -351,7 +351,7 @@ class Socket:
             return future.result(timeout)
         except FutureTimeoutError:
             self._ack_timed_out(ack_id, timeout or 0.0)
-            return future.result(0)  # the ack, if it won the race, else AckTimeout
+            return future.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
 
     def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
         if self._state is SocketState.CONNECTED:
