@@ -190,6 +190,10 @@ class _ServerAck:
         self.timeout = timeout
 
 
+def _arrival(req: _Request) -> int:
+    return req.seq
+
+
 class _BoundedQueue:
     """A bounded FIFO for one consumer that takes everything queued at once (one lock round trip
     per batch instead of per item). ``put`` waits while the queue is full (back-pressure on the
@@ -225,9 +229,12 @@ class _BoundedQueue:
         return bool(self._again)
 
     def push_front(self, items: list[_Request]) -> None:
-        """Put items taken earlier back at the head of the queue (behind the retries)."""
+        """Put items taken earlier back at the head of the queue, merged with the retries in
+        arrival order (retries may keep arriving while the worker holds a batch)."""
         with self._cond:
-            self._items.extendleft(reversed(items))
+            merged = sorted([*self._again, *items], key=_arrival)
+            self._again.clear()
+            self._again.extend(merged)
 
     def consumer_idle(self) -> bool:
         """True when the consumer waits with nothing queued: the producer may then hand an item
