@@ -73,7 +73,6 @@ import heapq
 import itertools
 import json
 import logging
-import random
 import threading
 import time
 import uuid
@@ -101,6 +100,7 @@ from sio_mqtt.gateway.routes import (
     decode_mqtt_payload,
     encode_mqtt_payload,
 )
+from sio_mqtt.socketio.backoff import backoff_delay
 from sio_mqtt.socketio.client import Client
 from sio_mqtt.socketio.socket import Socket
 
@@ -338,13 +338,6 @@ def _ack_args(value: Any) -> list[Any]:
     if isinstance(value, tuple):
         return list(value)
     return [value]
-
-
-def _backoff(attempt: int, delay: float, delay_max: float, jitter: float) -> float:
-    base = min(delay * float(2 ** min(attempt, 16)), delay_max)
-    if jitter:
-        base *= 1 + random.uniform(-jitter, jitter)
-    return max(base, 0.05)
 
 
 def _auth_source(scfg: SocketioConfig) -> Callable[[], dict[str, Any]] | dict[str, Any] | None:
@@ -1265,7 +1258,9 @@ class Gateway:
             if self._stopping:
                 return
             if failed:
-                delay = _backoff(attempt, rc.delay, rc.delay_max, rc.randomization_factor)
+                delay = max(  # the floor keeps a zero-delay config from spinning
+                    backoff_delay(attempt, rc.delay, rc.delay_max, rc.randomization_factor), 0.05
+                )
                 attempt += 1
                 self._connector_wake.wait(delay)
                 self._connector_wake.clear()
