@@ -238,6 +238,9 @@ def test_reconnects_after_broker_restart(
         pub.loop_start()
         pub.publish(f"pf/{run}/a", b"before", qos=1).wait_for_publish(5)
         assert sub.wait_count(1, 5)
+        # on_message runs before the PUBACK is written: a QoS 1 round trip on the same
+        # connection proves the broker has that PUBACK before it restarts (else it redelivers)
+        sub.client.publish(f"pf-sync/{run}", b"sync", qos=1).wait_for_publish(5)
         pub.disconnect()
         pub.loop_stop()
         broker.restart()
