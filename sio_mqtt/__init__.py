@@ -9,6 +9,7 @@ from sio_mqtt.errors import (
     ConnectError,
     NotConnectedError,
     ParseError,
+    PayloadTooLargeError,
     ReservedEventError,
     SocketIOError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ConnectError",
     "NotConnectedError",
     "ParseError",
+    "PayloadTooLargeError",
     "ReservedEventError",
     "Socket",
     "SocketIOError",

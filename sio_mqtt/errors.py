@@ -49,6 +49,22 @@ class BufferFullError(SocketIOError):
     """The offline buffer is full: the emit was refused rather than growing memory without bound."""
 
 
+class PayloadTooLargeError(SocketIOError, ValueError):
+    """A message is larger than the server's ``maxPayload``: it was not sent.
+
+    The server would close the whole connection on it (websocket) or refuse the request
+    (polling), so the client refuses it upfront and the connection keeps serving.
+    ``size`` is the message's encoded size on the wire, ``limit`` the server's maxPayload.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"message of {size} bytes exceeds the server's maxPayload of {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class AckTimeout(SocketIOError, TimeoutError):
     """No acknowledgement arrived within the timeout."""
 

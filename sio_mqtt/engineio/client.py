@@ -27,6 +27,7 @@ from sio_mqtt.engineio.packet import (
     decode_packet,
     decode_payload,
     encode_packet,
+    message_size,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.base import (
@@ -37,7 +38,13 @@ from sio_mqtt.engineio.transports.base import (
 )
 from sio_mqtt.engineio.transports.polling import BadPollBody, PollingTransport
 from sio_mqtt.engineio.transports.websocket import WebSocketTransport
-from sio_mqtt.errors import ConnectError, EngineIOParseError, NotConnectedError, ParseError
+from sio_mqtt.errors import (
+    ConnectError,
+    EngineIOParseError,
+    NotConnectedError,
+    ParseError,
+    PayloadTooLargeError,
+)
 
 log = logging.getLogger("sio_mqtt.engineio")
 
@@ -109,6 +116,11 @@ class EngineIOClient:
         return not self.session.closed and self.session.handshake is not None
 
     @property
+    def max_payload(self) -> int:
+        """The server's ``maxPayload`` (bytes per message on a websocket, per body on polling)."""
+        return self.session.max_payload
+
+    @property
     def max_receive(self) -> int:
         if self._max_receive_override is not None:
             return self._max_receive_override
@@ -166,8 +178,18 @@ class EngineIOClient:
 
     # -- sending -----------------------------------------------------------------------------
     def send(self, messages: Sequence[str | bytes]) -> None:
-        """Send Engine.IO messages back to back (a binary event and its attachments together)."""
+        """Send Engine.IO messages back to back (a binary event and its attachments together).
+
+        Raises PayloadTooLargeError, sending none of them, when one exceeds the server's
+        maxPayload: the server would otherwise end the whole connection over it.
+        """
         ws = self._ws
+        limit = self.session.max_payload
+        for m in messages:
+            if 4 * len(m) + 1 > limit:  # cheap bound first: most messages are far below it
+                size = message_size(m, ws is None)
+                if size > limit:
+                    raise PayloadTooLargeError(size, limit)
         if ws is not None:
             frames = ["4" + m if m.__class__ is str else m for m in messages]
             try:

@@ -29,6 +29,7 @@ __all__ = [
     "decode_payload",
     "encode_packet",
     "encode_payload",
+    "message_size",
     "parse_handshake",
 ]
 
@@ -166,6 +167,19 @@ def decode_payload(body: str | bytes, max_payload: int | None = None) -> list[Pa
             raise EngineIOParseError(f"unknown packet type {_snip(head)} in payload")
         append(Packet(ptype, part[1:]))
     return packets
+
+
+def message_size(message: str | bytes, polling: bool) -> int:
+    """Wire size of one Engine.IO MESSAGE, as the server checks it against ``maxPayload``.
+
+    Text carries the type byte on both transports; binary goes raw on a websocket and as
+    ``b`` + base64 in a polling body.
+    """
+    if message.__class__ is str:
+        return 1 + _utf8_len(message)
+    if polling:
+        return 1 + 4 * ((len(message) + 2) // 3)
+    return len(message)
 
 
 def batch_payloads(packets: Sequence[Packet], max_payload: int) -> list[str]:

@@ -108,6 +108,8 @@ class Manager:
         #: how many times the connection was re-established
         self.reconnects = 0
         self._generation = 0  # counts open() calls; see close()
+        #: the server's maxPayload from the latest handshake (None before the first one)
+        self.max_payload: int | None = None
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -183,6 +185,7 @@ class Manager:
         except ConnectError:
             self.engine = None
             raise
+        self.max_payload = engine.max_payload
 
     # -- losing the connection -------------------------------------------------------------------
     def _on_engine_close(self, engine: EngineIOClient, reason: str) -> None:

@@ -18,12 +18,14 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sio_mqtt.engineio.packet import message_size
 from sio_mqtt.errors import (
     AckCancelled,
     AckTimeout,
     BufferFullError,
     ConnectError,
     NotConnectedError,
+    PayloadTooLargeError,
     ReservedEventError,
 )
 from sio_mqtt.socketio.dispatcher import Timer
@@ -84,11 +86,17 @@ class Ack:
         self._lock = threading.Lock()
 
     def __call__(self, *args: Any) -> None:
+        """Answer; raises PayloadTooLargeError (leaving the ack unanswered) when the answer
+        exceeds the server's maxPayload, so a smaller one can still be sent."""
         with self._lock:
             if self._done:
                 return
             self._done = True
-        self._send(args)
+        try:
+            self._send(args)
+        except PayloadTooLargeError:
+            self._done = False
+            raise
 
     @property
     def done(self) -> bool:
@@ -150,6 +158,12 @@ class Socket:
     @property
     def transport(self) -> str | None:
         return self._manager.transport
+
+    @property
+    def max_payload(self) -> int | None:
+        """The server's ``maxPayload`` in bytes (from the latest handshake; None before the
+        first connect). A larger message is refused with :class:`PayloadTooLargeError`."""
+        return self._manager.max_payload
 
     @property
     def recovery_state(self) -> tuple[str, str | None] | None:
@@ -294,7 +308,12 @@ class Socket:
             self._refused(ConnectError(f"auth callable failed: {type(exc).__name__}"))
             return
         self._state = SocketState.CONNECTING
-        self._manager.send(self._namespace, Packet(PacketType.CONNECT, self._namespace, payload))
+        try:
+            self._manager.send(
+                self._namespace, Packet(PacketType.CONNECT, self._namespace, payload)
+            )
+        except PayloadTooLargeError as exc:
+            self._refused(ConnectError(f"the CONNECT packet (auth) is too large: {exc}"))
 
     # -- emitting ----------------------------------------------------------------------------
     def emit(self, event: str, *args: Any) -> None:
@@ -335,7 +354,7 @@ class Socket:
             )
         try:
             self._send_or_buffer(messages, pending)
-        except BufferFullError:
+        except (BufferFullError, PayloadTooLargeError):
             with self._lock:
                 self._acks.pop(ack_id, None)
             if pending.timer is not None:
@@ -374,6 +393,12 @@ class Socket:
                 except NotConnectedError:
                     if pending is not None:
                         pending.sent = False
+            limit = self._manager.max_payload
+            if limit is not None:  # the last server's limit: refuse now what cannot be sent
+                for m in messages:
+                    size = message_size(m, polling=False)
+                    if size > limit:
+                        raise PayloadTooLargeError(size, limit)
             if len(self._buffer) >= self._manager.buffer_size:
                 raise BufferFullError(
                     f"offline buffer of namespace {self._namespace!r} is full "
@@ -390,10 +415,27 @@ class Socket:
             if pending is not None and pending.future.done():
                 self._buffer.popleft()  # timed out while buffered
                 continue
-            self._manager.send_messages(messages)
+            try:
+                self._manager.send_messages(messages)
+            except PayloadTooLargeError as exc:  # the new server's maxPayload is smaller
+                self._buffer.popleft()
+                log.warning("buffered emit for namespace %s dropped: %s", self._namespace, exc)
+                if pending is not None:
+                    self._fail_pending(pending, exc)
+                continue
             self._buffer.popleft()
             if pending is not None:
                 pending.sent = True
+
+    def _fail_pending(self, pending: PendingAck, exc: Exception) -> None:
+        """Fail an emit's ack that will never be sent (caller may hold the lock)."""
+        for ack_id, p in list(self._acks.items()):
+            if p is pending:
+                del self._acks[ack_id]
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
     def _ack_timed_out(self, ack_id: int, timeout: float) -> None:
         with self._lock:
@@ -579,12 +621,15 @@ class Socket:
             except Exception:
                 log.exception("handler for event %r raised", event)
         if ack is not None and not deferred and not ack.done:
-            if result is None:
-                ack()
-            elif isinstance(result, tuple):
-                ack(*result)
-            else:
-                ack(result)
+            try:
+                if result is None:
+                    ack()
+                elif isinstance(result, tuple):
+                    ack(*result)
+                else:
+                    ack(result)
+            except PayloadTooLargeError as exc:
+                log.error("answer to event %r not sent: %s", event, exc)
 
     def _send_ack(self, ack_id: int | None, values: tuple[Any, ...]) -> None:
         packet = Packet(PacketType.ACK, self._namespace, list(values), ack_id)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sio_mqtt.engineio.packet import (
     DEFAULT_MAX_PAYLOAD,
+    RECORD_SEPARATOR,
     Handshake,
     Packet,
     PacketType,
@@ -22,6 +23,7 @@ from sio_mqtt.engineio.packet import (
     decode_payload,
     encode_packet,
     encode_payload,
+    message_size,
     parse_handshake,
 )
 from sio_mqtt.errors import EngineIOParseError, ParseError
@@ -509,3 +511,13 @@ def test_base64_matches_stdlib() -> None:
     raw = bytes(range(256))
     body = encode_payload([Packet(PacketType.MESSAGE, raw)])
     assert body == "b" + base64.b64encode(raw).decode()
+
+
+@given(st.one_of(st.text().filter(lambda t: RECORD_SEPARATOR not in t), st.binary()))
+def test_message_size_is_the_wire_size(message: str | bytes) -> None:
+    # polling: the message's record in a POST body; websocket: the frame's payload
+    record = encode_payload([Packet(PacketType.MESSAGE, message)])
+    assert message_size(message, polling=True) == len(record.encode("utf-8", "surrogatepass"))
+    frame = encode_packet(Packet(PacketType.MESSAGE, message))
+    wire = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+    assert message_size(message, polling=False) == len(wire)
