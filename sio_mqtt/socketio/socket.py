@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sio_mqtt.engineio.packet import message_size
@@ -63,15 +62,58 @@ class SocketState(enum.Enum):
     CONNECTED = "connected"
 
 
-@dataclass(eq=False)
+class _CallWaiter:
+    """The one-shot result slot of a ``call()``: a pre-acquired lock the resolver releases.
+
+    A Future would do, but it costs a Condition (a lock made per wait, notify_all, callback
+    list) on the hot path of a sequential round trip; one lock hand-off is the cheapest wake-up
+    CPython has. Resolved exactly once: every resolver first pops the ack from ``_acks`` under
+    the socket's lock, so only one of them ever holds it.
+    """
+
+    __slots__ = ("_done", "_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._done = True
+        self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done = True
+        self._lock.release()
+
+    def result(self, timeout: float | None) -> Any:
+        """The value; raises the error, or FutureTimeoutError when ``timeout`` passed."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise FutureTimeoutError()
+        self._lock.release()  # stays readable (a second result() returns at once)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class PendingAck:
     """An emit waiting for its acknowledgement."""
 
-    future: Future[Any]
-    callback: Handler | None
-    sent: bool = False
-    timer: Timer | None = None
-    messages: list[str | bytes] = field(default_factory=list)
+    __slots__ = ("callback", "future", "messages", "sent", "timer")
+
+    def __init__(self, future: Future[Any] | _CallWaiter, callback: Handler | None) -> None:
+        self.future = future
+        self.callback = callback
+        self.sent = False
+        self.timer: Timer | None = None
+        self.messages: list[str | bytes] = []
 
 
 class Ack:
@@ -334,15 +376,15 @@ class Socket:
         value, or a tuple for several). ``callback(*ack_args)`` runs on the dispatcher.
         The future fails with AckTimeout after ``timeout`` and with AckCancelled at once when
         the connection is lost after the event was sent."""
-        return self._emit_ack(event, args, timeout, callback)[1]
+        future: Future[Any] = Future()
+        self._emit_ack(event, args, timeout, PendingAck(future, callback))
+        return future
 
     def _emit_ack(
-        self, event: str, args: tuple[Any, ...], timeout: float | None, callback: Handler | None
-    ) -> tuple[int, Future[Any]]:
+        self, event: str, args: tuple[Any, ...], timeout: float | None, pending: PendingAck
+    ) -> int:
         if event in RESERVED_EVENTS or event.__class__ is not str:
             raise ReservedEventError(f"{event!r} is reserved or not a string event name")
-        future: Future[Any] = Future()
-        pending = PendingAck(future, callback)
         with self._lock:
             ack_id = self._next_ack_id
             self._next_ack_id = ack_id + 1
@@ -360,17 +402,18 @@ class Socket:
             if pending.timer is not None:
                 pending.timer.cancel()
             raise
-        return ack_id, future
+        return ack_id
 
     def call(self, event: str, *args: Any, timeout: float | None = 60.0) -> Any:
         """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)."""
         # the caller's own wait is the deadline: no scheduler entry (and wake-up) per call
-        ack_id, future = self._emit_ack(event, args, None, None)
+        waiter = _CallWaiter()
+        ack_id = self._emit_ack(event, args, None, PendingAck(waiter, None))
         try:
-            return future.result(timeout)
+            return waiter.result(timeout)
         except FutureTimeoutError:
             self._ack_timed_out(ack_id, timeout or 0.0)
-            return future.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
+            return waiter.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
 
     def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
         if self._state is SocketState.CONNECTED:
