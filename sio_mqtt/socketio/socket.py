@@ -11,7 +11,9 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -62,20 +64,43 @@ class SocketState(enum.Enum):
     CONNECTED = "connected"
 
 
-class _CallWaiter:
-    """The one-shot result slot of a ``call()``: a pre-acquired lock the resolver releases.
+class _WakePair:
+    """A thread's private socket pair for being woken from ``call()`` (see _CallWaiter)."""
 
-    A Future would do, but it costs a Condition (a lock made per wait, notify_all, callback
-    list) on the hot path of a sequential round trip; one lock hand-off is the cheapest wake-up
-    CPython has. Resolved exactly once: every resolver first pops the ack from ``_acks`` under
-    the socket's lock, so only one of them ever holds it.
-    """
-
-    __slots__ = ("_done", "_error", "_lock", "_value")
+    __slots__ = ("recv_end", "send_end", "timeout")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
+        self.recv_end, self.send_end = socket.socketpair()
+        self.send_end.setblocking(False)  # the reader thread must never block waking someone
+        self.timeout: float | None = -1.0  # what recv_end's timeout is set to (-1: unset)
+
+    def __del__(self) -> None:  # the thread ended: its thread-local pair goes
+        self.recv_end.close()
+        self.send_end.close()
+
+
+_wake_pairs = threading.local()
+
+
+class _CallWaiter:
+    """The one-shot result slot of a ``call()``; the caller sleeps in ``recv`` on a socket.
+
+    Why not a Future or a Lock: the reader thread resolves it while holding the GIL, so a
+    lock-woken caller immediately blocks again on the GIL and is woken a second time when the
+    reader gets back to its socket (two wake-ups on the round trip's critical path, plus a
+    preempted reader). ``socket.send`` releases the GIL before it wakes the caller, which then
+    runs at once. Resolved exactly once: every resolver first pops the ack from ``_acks`` under
+    the socket's lock. A byte left over from an earlier waiter of the same thread (resolved
+    after its caller stopped waiting) only costs one extra loop.
+    """
+
+    __slots__ = ("_done", "_error", "_pair", "_value")
+
+    def __init__(self) -> None:
+        pair: _WakePair | None = getattr(_wake_pairs, "pair", None)
+        if pair is None:
+            pair = _wake_pairs.pair = _WakePair()
+        self._pair = pair
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
@@ -86,18 +111,37 @@ class _CallWaiter:
     def set_result(self, value: Any) -> None:
         self._value = value
         self._done = True
-        self._lock.release()
+        self._wake()
 
     def set_exception(self, error: BaseException) -> None:
         self._error = error
         self._done = True
-        self._lock.release()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._pair.send_end.send(b"\0")
+        except OSError:  # full (the caller has plenty to wake on) or closed (it is gone)
+            pass
 
     def result(self, timeout: float | None) -> Any:
         """The value; raises the error, or FutureTimeoutError when ``timeout`` passed."""
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise FutureTimeoutError()
-        self._lock.release()  # stays readable (a second result() returns at once)
+        if not self._done:
+            pair = self._pair
+            wait = timeout  # the same every call in the common case: no settimeout syscall
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._done:
+                if wait is not None and wait <= 0:
+                    raise FutureTimeoutError()
+                if wait != pair.timeout:
+                    pair.recv_end.settimeout(wait)
+                    pair.timeout = wait
+                try:
+                    pair.recv_end.recv(64)
+                except TimeoutError:
+                    pass
+                if deadline is not None:
+                    wait = deadline - time.monotonic()
         if self._error is not None:
             raise self._error
         return self._value
