@@ -44,7 +44,7 @@ PY = sys.executable
 CLIENT_PLAN: dict[str, dict[str, tuple[int, int, int]]] = {
     "full": {
         "emits": (50_000, 2, 5_000),
-        "acks": (3_000, 2, 300),
+        "acks": (3_000, 3, 300),
         "recv": (30_000, 2, 2_000),
         "binary_ws": (20, 2, 2),
         "binary_polling": (10, 2, 1),
