@@ -10,6 +10,8 @@ handshake (unless the case replaces it), accepts the Socket.IO CONNECT for ``/``
 ``40{"sid":...}``, then sends the case's hostile payload. Otherwise it behaves like a tiny
 echo server: an EVENT with an ack id is acknowledged with the event's arguments, an ``echo``
 event without one is emitted back. Every connection records what the client sent.
+``server.push_case(case)`` scripts the next connection instead; ``conn.send_case(case)`` sends a
+case's payload on a connection at any time (both for fuzzing a long-lived client).
 
     with HostileServer([HostileCase("bad", frames=("42[null]",))]) as server:
         client = Client(server.url, transports=("websocket",))
@@ -20,6 +22,7 @@ event without one is emitted back. Every connection records what the client sent
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import io
@@ -176,6 +179,22 @@ class _WebSocket:
         else:
             self.send(OP_BINARY, message)
 
+    def send_messages(self, messages: Sequence[str | bytes]) -> None:
+        """Several data messages, one frame each, in a single write (bulk fuzzing)."""
+        parts: list[bytes] = []
+        for message in messages:
+            if isinstance(message, str):
+                payload = message.encode("utf-8")
+                parts.append(_frame_header(OP_TEXT, len(payload)))
+            else:
+                payload = message
+                parts.append(_frame_header(OP_BINARY, len(payload)))
+            parts.append(payload)
+        with self.lock:
+            if self.closed:
+                raise ConnectionError("websocket closed")
+            self.sock.sendall(b"".join(parts))
+
     def recv(self) -> str | bytes | None:
         """The next data message; None once the peer closed (or the socket broke)."""
         parts: list[bytes] = []
@@ -261,11 +280,13 @@ class Connection:
                 if isinstance(p, bytes) or p.startswith("4")
             ]
 
-    def wait_received(self, packet: str, timeout: float = 10.0) -> None:
-        """Block until the client sent ``packet`` (an Engine.IO packet, e.g. ``"40"``)."""
+    def wait_received(self, packet: str, timeout: float = 10.0, start: int = 0) -> None:
+        """Block until the client sent ``packet`` (an Engine.IO packet, e.g. ``"40"``), looking
+        from ``received[start]`` on (each packet is looked at once: cheap on long sessions)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while packet not in self.received:
+            while packet not in self.received[start:]:
+                start = max(start, len(self.received))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(f"{self!r} never got {packet!r}: {self.received[-10:]}")
@@ -273,7 +294,10 @@ class Connection:
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, packets: Iterable[str | bytes]) -> None:
-        """Send Engine.IO packets (text with type digit, or bytes for binary messages)."""
+        """Send Engine.IO packets (text with type digit, or bytes for binary messages).
+
+        Over polling they join the queue the next GET answers (one body for all of them);
+        over websocket they go one frame each, in one write."""
         packets = list(packets)
         with self._cond:
             ws = self._ws if self.transport == "websocket" else None
@@ -281,11 +305,8 @@ class Connection:
                 self._queue.extend(packets)
                 self._cond.notify_all()
                 return
-        for packet in packets:
-            try:
-                ws.send_message(packet)
-            except OSError:
-                return
+        with contextlib.suppress(OSError):
+            ws.send_messages(packets)
 
     def send_raw_body(self, body: RawBody) -> None:
         with self._cond:
@@ -372,9 +393,12 @@ class Connection:
             self.send(["42" + json.dumps(args)])
 
     def _send_hostile(self) -> None:
-        case = self.case
-        if case is None:
-            return
+        if self.case is not None:
+            self.send_case(self.case)
+
+    def send_case(self, case: HostileCase) -> None:
+        """Send ``case``'s hostile payload now, as the transport in use gets it (what a
+        connection scripted with ``case`` sends after its CONNECT reply)."""
         ws = self._ws if self.transport == "websocket" else None
         if case.big_message:
             if ws is None:  # a body of its own, not joined to the CONNECT reply's
@@ -401,6 +425,10 @@ class Connection:
             while not self._queue:
                 if self.closed.is_set() or self.transport != "polling":
                     return None
+                if self._ws is not None:
+                    # upgrading: a noop within 100 ms, as the reference server sends them, for
+                    # a client that polled again after the noop answering the probe
+                    deadline = min(deadline, time.monotonic() + 0.1)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return RawBody(b"6")
@@ -462,6 +490,9 @@ def _encode_payload(packets: Sequence[str | bytes]) -> bytes:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: headers and body (and websocket frames) are separate writes, and Nagle's
+    # algorithm would hold each small one back until the client's delayed ACK (~40 ms)
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -636,7 +667,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class HostileServer:
-    """The server; ``cases[n]`` scripts the n-th Engine.IO connection (None: behave).
+    """The server; ``cases[n]`` scripts the n-th Engine.IO connection (None: behave), unless
+    :meth:`push_case` scripted it.
 
     Times are in ms as in the handshake. ``errors`` collects exceptions raised by the server's
     own handler code (tests may assert it stays empty).
@@ -659,6 +691,7 @@ class HostileServer:
         self.path = path
         self.connections: list[Connection] = []
         self.errors: list[BaseException | None] = []
+        self._pushed: collections.deque[HostileCase | None] = collections.deque()
         self.requests = 0
         self._lock = threading.Condition()
         self._sockets: list[_WebSocket] = []
@@ -705,10 +738,18 @@ class HostileServer:
         self.stop()
 
     # -- connections -------------------------------------------------------------------------
+    def push_case(self, case: HostileCase | None) -> None:
+        """Script the next connection made with ``case`` (before ``cases``; FIFO)."""
+        with self._lock:
+            self._pushed.append(case)
+
     def new_connection(self) -> Connection:
         with self._lock:
             index = len(self.connections)
-            case = self.cases[index] if index < len(self.cases) else None
+            if self._pushed:
+                case = self._pushed.popleft()
+            else:
+                case = self.cases[index] if index < len(self.cases) else None
             conn = Connection(self, index, case)
             self.connections.append(conn)
             self._lock.notify_all()
