@@ -84,7 +84,14 @@ from typing import Any
 import paho.mqtt.client as paho
 from prometheus_client import Counter
 
-from sio_mqtt.errors import AckCancelled, AckTimeout, BufferFullError, ConnectError, SocketIOError
+from sio_mqtt.errors import (
+    AckCancelled,
+    AckTimeout,
+    BufferFullError,
+    ConnectError,
+    PayloadTooLargeError,
+    SocketIOError,
+)
 from sio_mqtt.gateway.config import GatewayConfig, SocketioConfig, _load_auth_file, all_namespaces
 from sio_mqtt.gateway.http import HealthServer
 from sio_mqtt.gateway.metrics import MQTT_TO_SIO, SIO_TO_MQTT, GatewayMetrics
@@ -780,9 +787,9 @@ class Gateway:
                     return str(value)
         return f"{self._instance}-{next(self._msg_ids)}"
 
-    def _handed_on(self, req: _Request) -> None:
+    def _handed_on(self, req: _Request, now: bool = False) -> None:
         """``req`` reached its final state: acknowledge its MQTT message once all its requests
-        did (any thread)."""
+        did (any thread; ``now``: written by this thread, see ``MqttConnection.ack``)."""
         token = req.token
         if token is None:
             return
@@ -794,7 +801,7 @@ class Gateway:
             self._unacked -= 1
             if self._unacked < self._max_unacked:
                 self._unacked_cond.notify()
-        self.mqtt.ack(token.mid, token.qos, token.gen)
+        self.mqtt.ack(token.mid, token.qos, token.gen, now=now)
 
     def _reply_address(
         self,
@@ -886,6 +893,9 @@ class Gateway:
             except BufferFullError:  # the connection dropped just now and the buffer is full
                 self._queue.requeue(req)
                 return
+            except PayloadTooLargeError as exc:
+                self._refuse_too_large(req, exc)
+                return
             self.metrics.message(MQTT_TO_SIO, route.name)
             if sock.connected and not sock.buffered:
                 self._handed_on(req)  # written to the transport (directly or by the flush)
@@ -903,9 +913,19 @@ class Gateway:
         except BufferFullError:
             self._queue.requeue(req)
             return
+        except PayloadTooLargeError as exc:
+            self._refuse_too_large(req, exc)
+            return
         self.metrics.message(MQTT_TO_SIO, route.name)
         self._inflight.add(future)
         future.add_done_callback(lambda fut: self._ack_done(req, fut))
+
+    def _refuse_too_large(self, req: _Request, exc: PayloadTooLargeError) -> None:
+        """The server would drop the whole connection over this message: refuse it alone
+        (error report and reply), acknowledge it to the broker, keep serving the rest."""
+        self._report("payload", req.route.name, str(exc), event=req.event)
+        self._finish_request(req, "error", error=str(exc))
+        self._handed_on(req)
 
     def _ack_done(self, req: _Request, fut: Future[Any]) -> None:
         """Runs on the thread that completed the future (reader, scheduler): publish the reply,
@@ -932,7 +952,7 @@ class Gateway:
                 self._finish_request(req, "error", error=str(exc) or type(exc).__name__)
         else:
             self._finish_request(req, "error", error=str(exc) or type(exc).__name__)
-        self._handed_on(req)
+        self._handed_on(req, now=True)  # right after the reply, from the same thread
 
     def _finish_request(
         self,
@@ -972,7 +992,8 @@ class Gateway:
         props = None
         if self._v5:
             props = reply_properties(None, correlation, (("status", status),))
-        result = self.mqtt.publish(topic, payload, qos=qos, retain=False, props=props)
+        # now: written by this thread (the reader, for an ack), not handed to paho's thread
+        result = self.mqtt.publish(topic, payload, qos=qos, retain=False, props=props, now=True)
         if result is not PublishResult.OK:
             self.metrics.drop(MQTT_TO_SIO, f"reply_{result.value}")
 
@@ -1158,8 +1179,13 @@ class Gateway:
             self.metrics.drop(SIO_TO_MQTT, "late_reply")
             return
         args = decode_mqtt_payload(bytes(msg.payload), "auto", spread=True)
+        try:
+            pending.ack(*args)
+        except PayloadTooLargeError as exc:
+            self._report("payload", pending.route.name, f"device reply: {exc}", topic=topic)
+            self._answer_server_ack(pending, "error", f"the device's reply was refused: {exc}")
+            return
         self.metrics.ack(SIO_TO_MQTT, pending.route.name, "ok", time.perf_counter() - pending.t0)
-        pending.ack(*args)
 
     def _server_ack_expired(self, corr: str) -> None:
         if corr == _RECOVERY_KEY:

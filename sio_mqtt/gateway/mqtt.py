@@ -14,7 +14,11 @@ availability convention. This module owns them:
 * ``TCP_NODELAY`` on the broker socket (``mqtt.tcp_nodelay``) so small request/reply messages
   are not delayed by Nagle's algorithm.
 * paho's network thread (``loop_start``) reads and writes; it reconnects by itself with a back-off
-  between ``reconnect_min_delay`` and ``reconnect_max_delay`` seconds.
+  between ``reconnect_min_delay`` and ``reconnect_max_delay`` seconds. Exception: latency-bound
+  packets (``publish(now=True)``/``ack(now=True)``: a request's reply and its PUBACK) are written
+  by the calling thread when nothing is queued ahead of them on a plain TCP socket
+  (:meth:`FastClient.writing_now <sio_mqtt.gateway.paho_fast.FastClient.writing_now>`), which
+  saves the wake-up of paho's thread; paho's QoS bookkeeping is the same either way.
 
 Outgoing queue while the broker is down
 ---------------------------------------
@@ -319,6 +323,7 @@ class MqttConnection:
         retain: bool = False,
         props: Properties | None = None,
         block: float = 0.0,
+        now: bool = False,
     ) -> PublishResult:
         """Publish; see the module docstring for the queue's overflow rule.
 
@@ -327,12 +332,19 @@ class MqttConnection:
         back-pressure for the Socket.IO dispatcher (it stops reading, the server's TCP window
         fills); while disconnected a full queue still drops at once, so a broker outage never
         stalls the Socket.IO side.
+
+        ``now``: latency matters (a reply): written by the calling thread when it can be, not
+        handed to paho's network thread (:meth:`FastClient.writing_now`).
         """
         client = self.client
         if not self.v5:
             props = None
         try:
-            info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            if now:
+                with client.writing_now():
+                    info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+            else:
+                info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE and block > 0 and self._connected:
                 deadline = time.monotonic() + block
                 while (
@@ -388,11 +400,16 @@ class MqttConnection:
             return info.mid
         return "error"
 
-    def ack(self, mid: int, qos: int, generation: int) -> None:
+    def ack(self, mid: int, qos: int, generation: int, now: bool = False) -> None:
         """Acknowledge an incoming QoS 1/2 message received on connection ``generation``
-        (``connects`` when it arrived); acks for an earlier connection are not sent."""
+        (``connects`` when it arrived); acks for an earlier connection are not sent. ``now``:
+        written by the calling thread when it can be (see :meth:`publish`)."""
         if qos and generation == self.connects and self._connected:
-            self.client.ack(mid, qos)
+            if now:
+                with self.client.writing_now():
+                    self.client.ack(mid, qos)
+            else:
+                self.client.ack(mid, qos)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
     def _on_publish(

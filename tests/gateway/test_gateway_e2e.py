@@ -103,6 +103,56 @@ def test_refused_events(env: Env) -> None:
     assert payload_json(dev.expect(f"{p}/out/echo", start=mark)) == "still here"
 
 
+def test_payload_above_max_payload_refused_connection_kept(env: Env) -> None:
+    """The Node server's maxPayload is 1e6 bytes: a larger message would make it drop the
+    connection; the gateway refuses that one message (report + error reply) and keeps going."""
+    p, dev = env.prefix, env.device
+    gw = env.start()
+    big = "x" * 1_000_100
+    mark = dev.mark()
+    dev.publish(f"{p}/req/d1/echo_ack", big)
+    reply = payload_json(dev.expect(f"{p}/reply/d1/echo_ack", start=mark))
+    assert reply["status"] == "error" and "maxPayload of 1000000 bytes" in reply["error"]
+    report = payload_json(dev.expect(f"{env.base}/errors", start=mark))
+    assert report["route"] == "req" and report["event"] == "echo_ack"
+    assert "maxPayload" in report["reason"] and "xxx" not in report["reason"]
+    dev.publish(f"{p}/in/echo", big)  # a plain route: reported too
+    dev.expect(f"{env.base}/errors", lambda m: payload_json(m)["event"] == "echo", start=mark)
+    # still serving, on the same connection, in order
+    dev.publish(f"{p}/in/echo", '"after"')
+    assert payload_json(dev.expect(f"{p}/out/echo", start=mark)) == "after"
+    dev.publish(f"{p}/req/d1/echo_ack", "1")
+    reply = payload_json(dev.expect(f"{p}/reply/d1/echo_ack", lambda m: b"ok" in m.payload))
+    assert reply == {"status": "ok", "args": [1]}
+    text = gw.get("/metrics")[1].decode()
+    assert 'sio_mqtt_reconnects_total{side="socketio"} 0.0' in text
+    assert 'sio_mqtt_errors_total{kind="payload"} 2.0' in text
+
+
+def test_device_reply_above_max_payload_answers_the_server_with_an_error(env: Env) -> None:
+    p = env.prefix
+    gw = env.start()
+    device = env.new_device()
+    device.subscribe(f"{p}/devices/+/ask")
+    _server_asks(env, "d8")
+    req = device.expect(f"{p}/devices/d8/ask")
+    big = json.dumps(["y" * 1_000_100])
+    if env.protocol == 5:
+        device.publish(
+            req.properties.ResponseTopic, big, correlation=req.properties.CorrelationData
+        )
+    else:
+        device.publish(payload_json(req)["reply_to"], big)
+    result = payload_json(env.device.expect(f"{p}/out/ack_result"))
+    assert result["err"] is None
+    assert result["res"][0]["status"] == "error"
+    assert "maxPayload" in result["res"][0]["error"]
+    report = payload_json(env.device.expect(f"{env.base}/errors"))
+    assert report["route"] == "ask" and "device reply" in report["reason"]
+    text = gw.get("/metrics")[1].decode()
+    assert 'sio_mqtt_reconnects_total{side="socketio"} 0.0' in text
+
+
 def test_ack_reply_topic_ok_timeout_error(env: Env) -> None:
     p, dev = env.prefix, env.device
     gw = env.start()

@@ -1,9 +1,10 @@
 """``FastClient`` (sio_mqtt/gateway/paho_fast.py) against a real mosquitto, side by side with stock
 paho: a stock and a fast subscriber on the same topics receive the same 20,000 messages from one
-publisher (MQTT 3.1.1 and 5, QoS 0/1/2, paho's auto-acks and manual acks from another thread,
-MQTT 5 properties, payloads from 0 bytes to 64 KiB), in the publisher's order; afterwards the
-broker has nothing left to redeliver to either (every QoS 1/2 message was acknowledged). Also:
-TLS, and reconnecting after a broker restart."""
+publisher (MQTT 3.1.1 and 5, QoS 0/1/2, paho's auto-acks and manual acks from another thread --
+queued, or written by that thread with ``writing_now`` --, MQTT 5 properties, payloads from 0
+bytes to 64 KiB), in the publisher's order; afterwards the broker has nothing left to redeliver
+to either (every QoS 1/2 message was acknowledged). Also: a FastClient publishing from several
+threads with and without ``writing_now``, TLS, and reconnecting after a broker restart."""
 
 from __future__ import annotations
 
@@ -50,9 +51,11 @@ class Sub:
         client_id: str,
         tls_ca: Path | None = None,
         subscribe: bool = True,
+        now: bool = False,
     ) -> None:
         self.v5 = v5
         self.manual = manual
+        self.now = now and isinstance(cls, type) and issubclass(cls, FastClient)
         self.client = cls(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -97,7 +100,11 @@ class Sub:
             item = self.acks.get()
             if item is None:
                 return
-            self.client.ack(*item)
+            if self.now:
+                with self.client.writing_now():  # type: ignore[attr-defined]
+                    self.client.ack(*item)
+            else:
+                self.client.ack(*item)
             self.acked += 1
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -148,14 +155,20 @@ def expected_props(props: Properties | None, v5: bool) -> Any:
 
 
 def run_case(
-    port: int, v5: bool, qos: int, manual: bool, n: int = N, tls_ca: Path | None = None
+    port: int,
+    v5: bool,
+    qos: int,
+    manual: bool,
+    n: int = N,
+    tls_ca: Path | None = None,
+    now: bool = False,
 ) -> None:
     run = uuid.uuid4().hex[:8]
     prefix = f"pf/{run}"
     ids = {"stock": f"pf-stock-{run}", "fast": f"pf-fast-{run}"}
     subs = {
         "stock": Sub(mqtt.Client, port, prefix, v5, qos, manual, ids["stock"], tls_ca),
-        "fast": Sub(FastClient, port, prefix, v5, qos, manual, ids["fast"], tls_ca),
+        "fast": Sub(FastClient, port, prefix, v5, qos, manual, ids["fast"], tls_ca, now=now),
     }
     pub = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
@@ -202,12 +215,127 @@ def run_case(
 
 @pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
 @pytest.mark.parametrize(
-    ("qos", "manual"),
-    [(0, False), (1, False), (1, True), (2, False), (2, True)],
-    ids=["qos0", "qos1-auto", "qos1-manual", "qos2-auto", "qos2-manual"],
+    ("qos", "manual", "now"),
+    [
+        (0, False, False),
+        (1, False, False),
+        (1, True, False),
+        (1, True, True),
+        (2, False, False),
+        (2, True, False),
+        (2, True, True),
+    ],
+    ids=[
+        "qos0",
+        "qos1-auto",
+        "qos1-manual",
+        "qos1-manual-now",
+        "qos2-auto",
+        "qos2-manual",
+        "qos2-manual-now",
+    ],
 )
-def test_same_delivery_as_stock(mosquitto: Mosquitto, v5: bool, qos: int, manual: bool) -> None:
-    run_case(mosquitto.port, v5, qos, manual)
+def test_same_delivery_as_stock(
+    mosquitto: Mosquitto, v5: bool, qos: int, manual: bool, now: bool
+) -> None:
+    run_case(mosquitto.port, v5, qos, manual, now=now)
+
+
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_publishing_threads_with_writing_now(mosquitto: Mosquitto, v5: bool) -> None:
+    """A FastClient under loop_start, published to by four threads at once -- two writing their
+    packets themselves (``writing_now``), two queueing -- QoS 0, 1 and 2 mixed: a stock
+    subscriber gets every message once and whole, over one connection; every QoS 1/2 publish is
+    acknowledged (paho's in-flight bookkeeping intact)."""
+    run = uuid.uuid4().hex[:8]
+    prefix = f"pf/{run}"
+    per = 1500  # a multiple of CHUNK // 4
+    sub = Sub(mqtt.Client, mosquitto.port, prefix, v5, 2, False, f"pf-wn-sub-{run}")
+    pub = FastClient(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"pf-wn-pub-{run}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
+    pub.max_inflight_messages_set(20)  # mosquitto drops QoS 2 beyond its 20 in flight
+    pub.max_queued_messages_set(0)
+    acked: list[int] = []
+    pub.on_publish = lambda c, u, mid, rc, p: acked.append(mid)
+    connected = threading.Event()
+    pub_connects = [0]
+
+    def on_connect(*a: Any) -> None:
+        pub_connects[0] += 1
+        connected.set()
+
+    pub.on_connect = on_connect
+    written_now = [0]
+    send_now = pub._fast_send_now
+
+    def counting(mpkt: Any) -> bool | None:
+        done = send_now(mpkt)
+        written_now[0] += done is True
+        return done
+
+    pub._fast_send_now = counting  # type: ignore[method-assign]
+    pub.connect(HOST, mosquitto.port)
+    pub.loop_start()
+
+    step = CHUNK // 4  # per thread, then all wait for the subscriber (mosquitto's queue)
+    rounds = [0]
+
+    def caught_up() -> None:
+        rounds[0] += 1
+        assert sub.wait_count(4 * step * rounds[0]), len(sub.msgs)
+
+    barrier = threading.Barrier(4, action=caught_up, timeout=60)
+
+    def publisher(t: int) -> None:
+        for k in range(per):
+            if k and k % step == 0:
+                barrier.wait()
+            topic, payload, props = message(k, v5, f"{prefix}/{t}")
+            qos = (0, 1, 1, 2)[k % 4]
+            time.sleep(0.0005)  # room in the in-flight window (else paho holds them back)
+            if t % 2 == 0:
+                with pub.writing_now():
+                    pub.publish(topic, payload, qos=qos, properties=props)
+            else:
+                pub.publish(topic, payload, qos=qos, properties=props)
+
+    try:
+        assert connected.wait(10) and sub.subscribed.wait(10)
+        threads = [threading.Thread(target=publisher, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert sub.wait_count(4 * per, 60), len(sub.msgs)
+        # every message once and whole (a packet interleaved with another would be malformed:
+        # the broker would drop the connection, and messages with it)
+        got = sorted((m[0], m[1], m[2]) for m in sub.msgs)
+        want = sorted(
+            (*message(k, v5, f"{prefix}/{t}")[:2], (0, 1, 1, 2)[k % 4])
+            for t in range(4)
+            for k in range(per)
+        )
+        assert got == want
+        assert pub_connects == [1]
+        assert written_now[0] > 100  # the writing threads did write
+        # each thread's QoS 0 messages in order (QoS 1/2 go through paho's and the broker's
+        # in-flight windows, which reorder across QoS levels and threads with stock paho too)
+        for t in range(4):
+            seq = [m[1] for m in sub.msgs if m[0].startswith(f"{prefix}/{t}/") and m[2] == 0]
+            assert seq == [message(k, v5, "")[1] for k in range(0, per, 4)], t
+        deadline = time.monotonic() + 10
+        c: Any = pub
+        while (c._out_messages or c._out_packet) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not c._out_messages and not c._out_packet and c._inflight_messages == 0
+        assert len(acked) == 4 * per  # on_publish: QoS 0 written, QoS 1/2 acknowledged
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        sub.close()
 
 
 @pytest.fixture(scope="module")

@@ -340,6 +340,110 @@ def test_decode_publish_same_as_paho(header: int, body: bytes, v5: bool) -> None
         assert got == (want.topic, want.mid, wp, want.payload)
 
 
+# PUBLISH properties: well-formed ones (the fast decoder) and broken ones (paho's decoder decides)
+def _prop_utf8(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+@st.composite
+def publish_property_lists(draw: st.DrawFn) -> bytes:
+    """Raw PUBLISH properties: well formed (two thirds), else possibly duplicated, out of range,
+    cut short, with a wrong length, a forbidden character or identifier."""
+    valid = draw(st.integers(0, 2)) > 0
+    fine = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"))
+    strings = st.text(max_size=8) | st.sampled_from(
+        ["a\x00b", "\ufeff", "\u00e9t\u00e9", "x" * 200]
+    )
+    if valid:
+        strings = fine | st.just("x" * 200)
+    idents = [1, 2, 3, 8, 9, 11, 35, 38, 38, 8, 9] + ([] if valid else [17, 0, 200])
+    parts = []
+    seen: set[int] = set()
+    for _ in range(draw(st.integers(0, 6))):
+        ident = draw(st.sampled_from(idents))
+        if valid and ident not in (11, 38):
+            if ident in seen:
+                continue
+            seen.add(ident)
+        if ident in (3, 8):
+            value = _prop_utf8(draw(strings))
+        elif ident == 9:
+            blob = draw(st.binary(max_size=12))
+            value = struct.pack("!H", len(blob)) + blob
+        elif ident == 38:
+            value = _prop_utf8(draw(strings)) + _prop_utf8(draw(strings))
+        elif ident == 1:
+            value = bytes([draw(st.sampled_from([0, 1] if valid else [0, 1, 2]))])
+        elif ident == 2:
+            value = struct.pack("!L", draw(st.integers(0, 2**32 - 1)))
+        elif ident == 35:
+            value = struct.pack("!H", draw(st.sampled_from([1, 65535] if valid else [0, 1])))
+        elif ident == 11:
+            ids = [1, 127, 128, 16384, 268435455] + ([] if valid else [0])
+            value = varint(draw(st.sampled_from(ids)))
+        else:
+            value = draw(st.binary(max_size=4))
+        if not valid and draw(st.integers(0, 4)) == 0:  # cut short / garbled
+            value = value[: draw(st.integers(0, len(value)))]
+        parts.append(bytes([ident]) + value)
+    body = b"".join(parts)
+    if valid:
+        return varint(len(body)) + body
+    length = len(body) + draw(st.sampled_from([0, 0, -1, 1, 3]))
+    head = varint(max(length, 0))
+    if draw(st.integers(0, 9)) == 0:
+        head = b"\x80\x80\x80\x80\x01"  # a 5-byte length
+    return head + body
+
+
+@SETTINGS
+@given(props=publish_property_lists(), payload=st.binary(max_size=6), qos=st.integers(0, 1))
+def test_publish_properties_same_as_paho(props: bytes, payload: bytes, qos: int) -> None:
+    header = 0x30 | (qos << 1)
+    body = b"\x00\x03a/b" + (b"\x00\x07" if qos else b"") + props + payload
+    try:
+        want: Any = _packet.decode_publish(header, bytearray(body), V5)
+    except MalformedPacket:
+        want = MalformedPacket
+    except _packet.DECODE_ERRORS:  # paho's decoder lets these out; the client maps them
+        want = MalformedPacket
+    try:
+        topic, mid, got_props, got_payload = _decode_publish(header, body, 0, len(body), True)
+    except MalformedPacket:
+        assert want is MalformedPacket
+        return
+    assert want is not MalformedPacket
+    assert (topic, mid, got_payload) == (want.topic, want.mid, want.payload)
+    assert isinstance(got_props, Properties)
+    assert vars(got_props) == vars(want.properties)
+    assert str(got_props) == str(want.properties)
+
+
+def test_common_publish_properties_skip_paho_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Response Topic, Correlation Data, User Properties & co. never reach ``Properties.unpack``
+    (about 50 us per request on a slow machine)."""
+
+    def unpack(self: Any, buffer: Any) -> Any:
+        raise AssertionError("paho's decoder used")
+
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = "reply/\u00e9"
+    props.CorrelationData = b"\x00\x01"
+    props.UserProperty = [("a", "1"), ("a", "2")]
+    props.PayloadFormatIndicator = 1
+    props.MessageExpiryInterval = 60
+    props.ContentType = "application/json"
+    props.TopicAlias = 3
+    props.SubscriptionIdentifier = 200
+    raw = bytes(props.pack())  # type: ignore[no-untyped-call]
+    body = b"\x00\x01t\x00\x09" + raw + b"payload"
+    monkeypatch.setattr(Properties, "unpack", unpack)
+    topic, mid, got, payload = _decode_publish(0x32, body, 0, len(body), True)
+    assert (topic, mid, payload) == (b"t", 9, b"payload")
+    assert vars(got) == vars(props)
+
+
 def test_publish_properties_object_is_a_real_properties() -> None:
     h = Harness(FastClient, True)
     got: list[mqtt.MQTTMessage] = []
@@ -490,6 +594,308 @@ def test_acks_in_one_send() -> None:
         h.client.ack(mid, 1)
     h.client.loop_write()
     assert len(sends) == 1 and len(sends[0]) == 400
+
+
+# -- writing_now: the calling thread writes -------------------------------------------------------
+class NowHarness:
+    """A FastClient as under loop_start (``_thread``, the network thread, is another thread:
+    queueing alone never writes) on one end of a real socketpair, with its wake-up socketpair;
+    ``peer`` reads what it wrote."""
+
+    def __init__(self, v5: bool = False) -> None:
+        self.client = FastClient(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id="t",
+            protocol=V5 if v5 else V311,
+            manual_ack=True,
+        )
+        self.sock, self.peer = socket.socketpair()
+        self.sock.setblocking(False)
+        self.peer.settimeout(5)
+        c: Any = self.client
+        c._sock = self.sock
+        c._state = _ConnectionState.MQTT_CS_CONNECTED
+        c._thread = threading.Thread(target=lambda: None)  # never started
+        c._sockpairR, c._sockpairW = socket.socketpair()
+        self.c = c
+
+    def wakeups(self) -> int:
+        return _pending(self.c._sockpairR)
+
+    def written(self) -> bytes:
+        self.peer.setblocking(False)
+        out = bytearray()
+        try:
+            while True:
+                out += self.peer.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(out)
+        finally:
+            self.peer.settimeout(5)
+
+    def close(self) -> None:
+        for s in (self.sock, self.peer, self.c._sockpairR, self.c._sockpairW):
+            s.close()
+        self.c._sock = self.c._sockpairR = self.c._sockpairW = None
+
+
+def stock_bytes(actions: list[tuple[str, int]]) -> bytes:
+    """What stock paho writes for ``actions`` (("pub", qos) / ("ack", mid)) once flushed."""
+    h = Harness(mqtt.Client, False, manual_ack=True)
+    c: Any = h.client
+    c._thread = object()
+    for k, (kind, arg) in enumerate(actions):
+        if kind == "pub":
+            h.client.publish(f"t/{k}", b"p%d" % k, qos=arg)
+        else:
+            h.client.ack(arg, 1)
+    h.client.loop_write()
+    return bytes(h.sock.sent)
+
+
+def test_writing_now_writes_at_once() -> None:
+    h = NowHarness()
+    try:
+        before = h.c._last_msg_out
+        with h.client.writing_now():
+            info = h.client.publish("t/0", b"p0", qos=1)
+            h.client.ack(7, 1)
+        assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert not h.c._out_packet and h.wakeups() == 0  # no work left for the network thread
+        assert h.written() == stock_bytes([("pub", 1), ("ack", 7)])
+        assert h.c._last_msg_out >= before
+        # paho's bookkeeping as if its thread had written it: in flight, waiting for PUBACK
+        assert h.c._inflight_messages == 1
+        assert h.c._out_messages[info.mid].state == mqtt.mqtt_ms_wait_for_puback
+        # outside the block: queued for the network thread, as before
+        h.client.ack(8, 1)
+        assert len(h.c._out_packet) == 1 and h.wakeups() == 1 and h.written() == b""
+    finally:
+        h.close()
+
+
+def test_writing_now_keeps_order_and_side_effects() -> None:
+    """Behind queued packets, for a QoS 0 PUBLISH (paho calls on_publish once it is written),
+    while another thread writes, on the network thread itself, and over TLS/websockets: queued
+    as usual; the bytes are those of stock paho, in order."""
+    h = NowHarness()
+    published: list[int] = []
+    h.client.on_publish = lambda c, u, mid, rc, p: published.append(mid)
+    try:
+        h.client.ack(1, 1)  # queued
+        with h.client.writing_now():
+            h.client.ack(2, 1)  # behind it: queued too
+            h.client.publish("t/2", b"p2", qos=0)  # on_publish after the write: queued
+        assert len(h.c._out_packet) == 3 and published == []
+        h.client.loop_write()
+        assert len(published) == 1
+        lock = h.c._fast_write_lock
+        holder = threading.Thread(target=lock.acquire)
+        holder.start()
+        holder.join()
+        try:
+            with h.client.writing_now():
+                h.client.ack(4, 1)  # the lock is held by another thread: queued
+        finally:
+            h.c._fast_write_lock = threading.RLock()  # (the holder thread is gone)
+        assert len(h.c._out_packet) == 1
+        h.client.loop_write()
+        h.client.ack(5, 1)
+        h.client.loop_write()
+        for attr, value in (("_ssl", True), ("_transport", "websockets")):
+            setattr(h.c, attr, value)
+            with h.client.writing_now():
+                h.client.ack(6, 1)
+            setattr(h.c, attr, "tcp" if attr == "_transport" else False)
+            assert len(h.c._out_packet) == 1, attr
+            h.client.loop_write()
+        want = stock_bytes(
+            [("ack", 1), ("ack", 2), ("pub", 0), ("ack", 4), ("ack", 5), ("ack", 6), ("ack", 6)]
+        )
+        # the QoS 0 publish is the third action in both, so its topic and payload match
+        assert h.written() == want
+    finally:
+        h.close()
+
+
+def test_writing_now_on_the_network_thread() -> None:
+    """From the network thread itself (on_message, on_publish): written at once when nothing
+    is queued, else behind the queue -- even inside its own write (an on_publish callback for a
+    QoS 0 PUBLISH): the stream is stock paho's."""
+    for queued_behind in (False, True):
+        results = []
+        for cls in (mqtt.Client, FastClient):
+            h = Harness(cls, False, manual_ack=True)
+            c: Any = h.client
+            c._thread = threading.current_thread()  # this test is the network thread
+            c._fast_loop_ident = threading.get_ident()
+
+            def on_publish(client: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
+                if isinstance(client, FastClient):
+                    with client.writing_now():
+                        client.ack(6, 1)
+                else:
+                    client.ack(6, 1)
+
+            h.client.on_publish = on_publish
+            h.client.publish("t/0", b"p0", qos=0)
+            if queued_behind:
+                h.client.ack(7, 1)
+            h.client.loop_write()
+            assert not c._out_packet or cls is mqtt.Client
+            h.client.loop_write()
+            results.append(bytes(h.sock.sent))
+            if cls is FastClient:
+                with h.client.writing_now():
+                    h.client.ack(8, 1)  # nothing queued: written at once
+                assert not c._out_packet
+                assert bytes(h.sock.sent).endswith(b"\x40\x02\x00\x08")
+        assert results[0] == results[1], queued_behind
+
+
+def test_writing_now_without_loop_start_or_with_a_broken_socket() -> None:
+    h = Harness(FastClient, False, manual_ack=True)
+    c: Any = h.client
+    sends: list[bytes] = []
+    orig = h.sock.send
+
+    def send(buf: bytes | bytearray) -> int:
+        sends.append(bytes(buf))
+        return orig(buf)
+
+    h.sock.send = send  # type: ignore[method-assign]
+    # no loop_start: paho's own rule (the queueing thread writes with loop_write()) applies
+    assert c._thread is None
+    with h.client.writing_now():
+        h.client.ack(1, 1)
+    assert sends == [b"\x40\x02\x00\x01"] and not c._out_packet
+    assert not c._fast_write_lock._is_owned()
+
+    c._thread = object()
+
+    def broken(buf: bytes | bytearray) -> int:
+        raise BrokenPipeError("gone")
+
+    h.sock.send = broken  # type: ignore[method-assign]
+    with h.client.writing_now():
+        h.client.ack(2, 1)  # queued: the network thread finds the error and reconnects
+    assert [p["mid"] for p in c._out_packet] == [2]
+    c._out_packet.clear()
+
+    def closed_meanwhile(buf: bytes | bytearray) -> int:
+        c._sock = None  # as paho's _sock_close() on the network thread
+        raise OSError(9, "Bad file descriptor")
+
+    h.sock.send = closed_meanwhile  # type: ignore[method-assign]
+    with h.client.writing_now():
+        info = h.client.publish("t", b"p", qos=1)
+    # dropped, not queued for the next connection; the message waits in paho's store, which
+    # re-sends it after reconnecting
+    assert not c._out_packet
+    assert info.mid in c._out_messages
+
+
+def test_writing_now_partial_and_blocked_sends() -> None:
+    """A send that takes part of the packet: the rest is queued first and the loop is woken; a
+    send that takes nothing: queued whole. The stream is stock paho's either way."""
+    for budget, queued in ((3, 2), (0, 2)):
+        h = Harness(FastClient, False, manual_ack=True)
+        c: Any = h.client
+        c._thread = object()
+        c._sockpairR, c._sockpairW = socket.socketpair()
+        try:
+            h.sock.budget = budget
+            with h.client.writing_now():
+                h.client.publish("t/0", b"p0", qos=1)
+                h.client.ack(9, 1)  # behind the rest: queued
+            assert len(c._out_packet) == queued and _pending(c._sockpairR) == 1
+            assert c._out_packet[0]["pos"] == budget
+            h.sock.budget = None
+            h.client.loop_write()
+            assert not c._out_packet
+            assert bytes(h.sock.sent) == stock_bytes([("pub", 1), ("ack", 9)]), budget
+        finally:
+            c._sockpairR.close()
+            c._sockpairW.close()
+            c._sockpairR = c._sockpairW = None
+
+
+def test_writing_now_partial_stream_same_as_stock() -> None:
+    h = Harness(FastClient, False, manual_ack=True)
+    c: Any = h.client
+    c._thread = object()
+    actions = [("pub", 1), ("ack", 3), ("pub", 0), ("ack", 4), ("pub", 1), ("ack", 5)]
+    for budget in (None, 0, 1, 5, 11):
+        h.sock.sent.clear()
+        c._out_packet.clear()
+        c._out_messages.clear()
+        c._inflight_messages = 0
+        c._last_mid = 0
+        h.sock.budget = budget
+        with h.client.writing_now():
+            for k, (kind, arg) in enumerate(actions):
+                if kind == "pub":
+                    h.client.publish(f"t/{k}", b"p%d" % k, qos=arg)
+                else:
+                    h.client.ack(arg, 1)
+        h.sock.budget = None
+        h.client.loop_write()
+        assert bytes(h.sock.sent) == stock_bytes(actions), budget
+
+
+def test_writing_now_under_threads_keeps_packets_whole_and_ordered() -> None:
+    """Threads writing themselves, threads queueing, and the network thread writing the queue,
+    all at once: every packet arrives whole, each thread's in its order."""
+    h = NowHarness()
+    c = h.c
+    c._keepalive = 0
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            h.client._loop(5.0)
+
+    t = threading.Thread(target=loop, daemon=True)
+    c._thread = t  # the network thread: it takes the write lock
+    t.start()
+    per = 400
+    n_threads = 4
+
+    def worker(base: int, now: bool) -> None:
+        for k in range(per):
+            if now:
+                with h.client.writing_now():
+                    h.client.ack(base + k, 1)
+            else:
+                h.client.ack(base + k, 1)
+            if k % 40 == 0:
+                threading.Event().wait(0.001)
+
+    received = bytearray()
+    try:
+        workers = [
+            threading.Thread(target=worker, args=(1 + i * per, i % 2 == 0))
+            for i in range(n_threads)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        h.peer.settimeout(2.0)  # << the 5 s select timeout: no lost wake-up
+        while len(received) < n_threads * per * 4:
+            received += h.peer.recv(65536)
+    finally:
+        stop.set()
+        c._sockpairW.send(b"x")
+        t.join(10)
+        h.close()
+    assert len(received) == n_threads * per * 4
+    mids = [struct.unpack("!H", received[i + 2 : i + 4])[0] for i in range(0, len(received), 4)]
+    assert all(received[i : i + 2] == b"\x40\x02" for i in range(0, len(received), 4))
+    assert sorted(mids) == list(range(1, n_threads * per + 1))
+    for i in range(n_threads):
+        mine = [m for m in mids if 1 + i * per <= m <= (i + 1) * per]
+        assert mine == sorted(mine)
 
 
 # -- wake-ups ---------------------------------------------------------------------------------
