@@ -1017,3 +1017,35 @@ def test_check_paho_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mqtt.Client, "_packet_queue", _packet_queue)
     assert any("_packet_queue" in p for p in paho_fast._check_paho())
+
+
+_PUBACKS = [
+    b"\x40\x02{mid}",  # success, nothing else (what mosquitto sends)
+    b"\x40\x03{mid}\x00",  # success spelled out (MQTT 5)
+    b"\x40\x04{mid}\x00\x00",  # ... with an empty property block
+    b"\x40\x03{mid}\x10",  # "no matching subscribers": paho's decoder
+    b"\x40\x08{mid}\x00\x04\x1f\x00\x01x",  # success with a reason string: paho's decoder
+    b"\x40\x02\xff\xff",  # an unknown mid
+    b"\x40\x01\x00",  # too short: malformed
+]
+
+
+@pytest.mark.parametrize("v5", [False, True], ids=["v311", "v5"])
+@pytest.mark.parametrize("template", _PUBACKS)
+def test_puback_fast_path_same_as_stock(v5: bool, template: bytes) -> None:
+    harnesses = Harness(mqtt.Client, v5), Harness(FastClient, v5)
+    for h in harnesses:
+
+        def on_publish(_c: Any, _u: Any, mid: int, rc: Any, props: Any, h: Any = h) -> None:
+            h.events.append(("published", mid, str(rc), int(rc.value), props.json()))
+
+        h.client.on_publish = on_publish
+        infos = [h.client.publish("t", b"x", qos=1) for _ in range(2)]
+        mid = struct.pack("!H", infos[0].mid)
+        h.feed(template.replace(b"{mid}", mid), max_reads=4)
+        h.events.append(("state", infos[0].is_published(), infos[1].is_published()))
+        h.events.append(("inflight", h.client._inflight_messages))  # type: ignore[attr-defined]
+    stock, fast = harnesses
+    assert fast.events == stock.events
+    if template == _PUBACKS[0] or (v5 and template in _PUBACKS[1:3]):
+        assert fast.events[0] == ("published", infos[0].mid, "Success", 0, {})
