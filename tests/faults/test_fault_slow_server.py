@@ -1,10 +1,3 @@
-# PENDING fault scenario (kept out of the run on purpose; nothing is skipped):
-# Back-pressure relies only on the broker honouring the gateway's Receive Maximum; mosquitto
-# 2.0.11 does not (each PUBACK releases a whole window), and the gateway does not bound the
-# requests it emitted and awaits acks for: mqtt_unacked peaks at ~9,600 with
-# queues.mqtt_to_socketio = 500, RSS +45-50 MiB (bound 25; a fast server: +8 MiB).
-# Re-enable by renaming this file back to
-# tests/faults/test_fault_slow_server.py once the gateway keeps the guarantee.
 """Scenario: a Socket.IO server ten times slower than the input.
 
 A publisher floods 10,000 MQTT messages (1 KiB each) as fast as the broker takes them; the Node
@@ -25,8 +18,9 @@ pytestmark = pytest.mark.faults
 N = 5000  # per namespace; two namespaces = 10,000 messages
 NAMESPACES = ("/", "/chat")
 PAD = "p" * 1024
-#: acks per second of the slow server; the publisher's flood is >= 10x that (asserted)
-SERVER_RATE = 300
+#: acks per second of the slow server; the publisher's flood is >= 10x that (asserted; a slow
+#: 2-vCPU machine publishes about 2,600/s here, a fast one 5,000/s and more)
+SERVER_RATE = 200
 #: allowed RSS growth of the gateway over its idle baseline, in MiB. Holding the whole flood
 #: (10,000 x 1 KiB payloads as Python objects, plus the encoded packets) takes well above this.
 RSS_BOUND_MIB = 25
@@ -50,7 +44,7 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
         )
         pub.wait_published(timeout=60)
         input_rate = check.total / (time.monotonic() - t0)
-        complete = tail.wait_complete(timeout=90)
+        complete = tail.wait_complete(timeout=120)
         elapsed = time.monotonic() - t0
 
     reports = check.assert_ok(context=gw.output())
