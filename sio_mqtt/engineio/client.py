@@ -24,10 +24,10 @@ from sio_mqtt.engineio.packet import (
     Packet,
     PacketType,
     batch_payloads,
+    check_message_sizes,
     decode_packet,
     decode_payload,
     encode_packet,
-    message_size,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.base import (
@@ -43,7 +43,6 @@ from sio_mqtt.errors import (
     EngineIOParseError,
     NotConnectedError,
     ParseError,
-    PayloadTooLargeError,
 )
 
 log = logging.getLogger("sio_mqtt.engineio")
@@ -184,12 +183,7 @@ class EngineIOClient:
         maxPayload: the server would otherwise end the whole connection over it.
         """
         ws = self._ws
-        limit = self.session.max_payload
-        for m in messages:
-            if 4 * len(m) + 1 > limit:  # cheap bound first: most messages are far below it
-                size = message_size(m, ws is None)
-                if size > limit:
-                    raise PayloadTooLargeError(size, limit)
+        check_message_sizes(messages, self.session.max_payload, ws is None)
         if ws is not None:
             frames = ["4" + m if m.__class__ is str else m for m in messages]
             try:

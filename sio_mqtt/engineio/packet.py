@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sio_mqtt.errors import EngineIOParseError
+from sio_mqtt.errors import EngineIOParseError, PayloadTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -25,6 +25,7 @@ __all__ = [
     "Packet",
     "PacketType",
     "batch_payloads",
+    "check_message_sizes",
     "decode_packet",
     "decode_payload",
     "encode_packet",
@@ -180,6 +181,15 @@ def message_size(message: str | bytes, polling: bool) -> int:
     if polling:
         return 1 + 4 * ((len(message) + 2) // 3)
     return len(message)
+
+
+def check_message_sizes(messages: Sequence[str | bytes], limit: int, polling: bool) -> None:
+    """Raise PayloadTooLargeError for the first message whose wire size exceeds ``limit``."""
+    for m in messages:
+        if 4 * len(m) + 1 > limit:  # cheap bound first: most messages are far below it
+            size = message_size(m, polling)
+            if size > limit:
+                raise PayloadTooLargeError(size, limit)
 
 
 def batch_payloads(packets: Sequence[Packet], max_payload: int) -> list[str]:

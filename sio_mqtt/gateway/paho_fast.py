@@ -284,25 +284,33 @@ def _utf8(data: bytes, pos: int, end: int) -> tuple[str, int] | None:
     return text, stop
 
 
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """An MQTT variable byte integer (at most 4 bytes) at ``data[pos:end]`` and the position
+    after it; None when it runs past ``end`` or is longer than 4 bytes."""
+    value = 0
+    shift = 0
+    i = pos
+    while True:
+        if i >= end or shift == 28:
+            return None
+        digit = data[i]
+        i += 1
+        value |= (digit & 0x7F) << shift
+        if not digit & 0x80:
+            return value, i
+        shift += 7
+
+
 def _unpack_publish_properties(data: bytes, pos: int, stop: int) -> tuple[Properties, int] | None:
     """The PUBLISH properties at ``data[pos:stop]`` and the position after them -- what paho's
     ``Properties.unpack`` gives (about 20x cheaper), or None for anything that is not plainly
     well formed (duplicates, out-of-range values, a property running past the property length,
     an identifier not allowed in PUBLISH...): paho's own decoder then handles it, errors and all.
     """
-    # property length: variable byte integer, at most 4 bytes
-    length = 0
-    shift = 0
-    i = pos
-    while True:
-        if i >= stop or shift == 28:
-            return None
-        digit = data[i]
-        i += 1
-        length |= (digit & 0x7F) << shift
-        if not digit & 0x80:
-            break
-        shift += 7
+    varint = _varint(data, pos, stop)  # the property length
+    if varint is None:
+        return None
+    length, i = varint
     end = i + length
     if end > stop:
         return None
@@ -352,19 +360,10 @@ def _unpack_publish_properties(data: bytes, pos: int, stop: int) -> tuple[Proper
             attrs["TopicAlias"] = alias
             i += 2
         elif ident == _SUBSCRIPTION_ID:
-            sub_id = 0
-            shift = 0
-            while True:
-                if i >= end or shift == 28:
-                    return None
-                digit = data[i]
-                i += 1
-                sub_id |= (digit & 0x7F) << shift
-                if not digit & 0x80:
-                    break
-                shift += 7
-            if not sub_id:
+            varint = _varint(data, i, end)
+            if varint is None or not varint[0]:
                 return None
+            sub_id, i = varint
             attrs.setdefault("SubscriptionIdentifier", []).append(sub_id)
         else:
             return None

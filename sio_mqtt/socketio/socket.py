@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sio_mqtt.engineio.packet import message_size
+from sio_mqtt.engineio.packet import check_message_sizes
 from sio_mqtt.errors import (
     AckCancelled,
     AckTimeout,
@@ -482,10 +482,7 @@ class Socket:
                         pending.sent = False
             limit = self._manager.max_payload
             if limit is not None:  # the last server's limit: refuse now what cannot be sent
-                for m in messages:
-                    size = message_size(m, polling=False)
-                    if size > limit:
-                        raise PayloadTooLargeError(size, limit)
+                check_message_sizes(messages, limit, polling=False)
             if len(self._buffer) >= self._manager.buffer_size:
                 raise BufferFullError(
                     f"offline buffer of namespace {self._namespace!r} is full "

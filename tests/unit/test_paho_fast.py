@@ -575,8 +575,8 @@ def test_partial_writes_same_bytes(sizes: list[int], qos0: list[bool], budgets: 
     assert results[0] == results[1]
 
 
-def test_acks_in_one_send() -> None:
-    h = Harness(FastClient, False)
+def record_sends(h: Harness) -> list[bytes]:
+    """The bytes of each ``send`` call on the harness's socket, from now on."""
     sends: list[bytes] = []
     orig = h.sock.send
 
@@ -585,6 +585,12 @@ def test_acks_in_one_send() -> None:
         return orig(buf)
 
     h.sock.send = send  # type: ignore[method-assign]
+    return sends
+
+
+def test_acks_in_one_send() -> None:
+    h = Harness(FastClient, False)
+    sends = record_sends(h)
     c: Any = h.client
     c._thread = object()
     for mid in range(1, 101):
@@ -756,14 +762,7 @@ def test_writing_now_on_the_network_thread() -> None:
 def test_writing_now_without_loop_start_or_with_a_broken_socket() -> None:
     h = Harness(FastClient, False, manual_ack=True)
     c: Any = h.client
-    sends: list[bytes] = []
-    orig = h.sock.send
-
-    def send(buf: bytes | bytearray) -> int:
-        sends.append(bytes(buf))
-        return orig(buf)
-
-    h.sock.send = send  # type: ignore[method-assign]
+    sends = record_sends(h)
     # no loop_start: paho's own rule (the queueing thread writes with loop_write()) applies
     assert c._thread is None
     with h.client.writing_now():
