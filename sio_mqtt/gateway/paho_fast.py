@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt
 import paho.mqtt.client as _mc
 from paho.mqtt import _packet
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion, _ConnectionState
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -72,6 +72,7 @@ _NO_CONN = MQTTErrorCode.MQTT_ERR_NO_CONN
 _CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 _PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
 _MQTTv5 = MQTTProtocolVersion.MQTTv5
+_DISCONNECTED = _ConnectionState.MQTT_CS_DISCONNECTED  # after a disconnect() was carried out
 _PUBLISH = 0x30
 _PUBACK = 0x40
 _DISCONNECT = 0xE0
@@ -646,6 +647,11 @@ class FastClient(_mc.Client):
 
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        if self._sock is None and self._state == _DISCONNECTED:
+            # the DISCONNECT we asked for is written and the socket closed; paho's loop_forever
+            # may still come round once more before loop_stop() takes effect, and stock paho
+            # logs that round as an error ("Client is not connected"): same result, no log
+            return _NO_CONN
         if not self._fast:
             return super()._loop(timeout)
         # wake-up bytes written from now on wake *this* iteration's select (or the next one)

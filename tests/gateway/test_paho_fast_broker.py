@@ -8,6 +8,7 @@ threads with and without ``writing_now``, TLS, and reconnecting after a broker r
 
 from __future__ import annotations
 
+import logging
 import queue
 import ssl
 import threading
@@ -386,3 +387,32 @@ def test_reconnects_after_broker_restart(
         pub.disconnect()
         pub.loop_stop()
         sub.close()
+
+
+@pytest.mark.parametrize("cls", [mqtt.Client, FastClient], ids=["stock", "fast"])
+def test_loop_round_after_a_clean_disconnect(
+    mosquitto: Mosquitto, cls: type[mqtt.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """paho's loop_forever can run ``_loop`` once more after writing the DISCONNECT that
+    ``disconnect()`` asked for (before ``loop_stop()`` takes effect). Stock paho logs that
+    round as an error; FastClient returns the same code without the log."""
+    client = cls(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.enable_logger(logging.getLogger("paho-under-test"))
+    gone = threading.Event()
+    client.on_disconnect = lambda *a: gone.set()
+    client.connect(HOST, mosquitto.port)
+    client.loop_start()
+    try:
+        client.disconnect()
+        assert gone.wait(5)
+        client.loop_stop()
+        with caplog.at_level(logging.DEBUG, logger="paho-under-test"):
+            rc = client._loop(0.01)
+        assert rc == mqtt.MQTT_ERR_NO_CONN
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        if cls is FastClient:
+            assert errors == []
+        else:
+            assert any("not connected" in m for m in errors)
+    finally:
+        client.loop_stop()

@@ -45,6 +45,8 @@ def test_tls_verification_on_by_default(
     assert client_threads() == []
 
 
+# urllib3 warns on every unverified HTTPS request: what verify=False asked for here
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 @pytest.mark.parametrize("transports", [("polling", "websocket"), ("websocket",)])
 def test_tls_verify_false_accepts_self_signed(
     node_server: Callable[..., NodeServer],
