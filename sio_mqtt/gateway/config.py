@@ -408,7 +408,24 @@ def _check_publish_literal(tpl: Template) -> None:
         raise ValueError(f"a publish topic must not contain {', '.join(map(repr, bad))}")
 
 
-class SocketioToMqttRouteConfig(BaseModel):
+class _RouteConfig(BaseModel):
+    """What both kinds of route have: a name for logs and metrics, the namespace (checked the
+    same way), the QoS on the MQTT side and how long an acknowledgement may take."""
+
+    model_config = _STRICT
+
+    name: str | None = None
+    namespace: str = "/"
+    qos: int = Field(default=1, ge=0, le=2)
+    ack_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return _check_namespace(v)
+
+
+class SocketioToMqttRouteConfig(_RouteConfig):
     """``socketio_to_mqtt`` route: events from the server (exact name or glob) -> MQTT topic.
 
     ``topic`` may use ``{event}``, ``{namespace}``, ``{argN}`` and ``{argN.key...}``.
@@ -417,21 +434,10 @@ class SocketioToMqttRouteConfig(BaseModel):
     ``ack_timeout`` seconds for the device's answer.
     """
 
-    model_config = _STRICT
-
-    name: str | None = None
     event: str = Field(min_length=1)
-    namespace: str = "/"
     topic: str
-    qos: int = Field(default=1, ge=0, le=2)
     retain: bool = False
-    ack_timeout: float = Field(default=5.0, gt=0)
     reply: bool = True
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v: str) -> str:
-        return _check_namespace(v)
 
     @field_validator("topic")
     @classmethod
@@ -450,7 +456,7 @@ class SocketioToMqttRouteConfig(BaseModel):
         return v
 
 
-class MqttToSocketioRouteConfig(BaseModel):
+class MqttToSocketioRouteConfig(_RouteConfig):
     """``mqtt_to_socketio`` route: MQTT topic pattern -> Socket.IO event.
 
     ``event`` may use the pattern's captures and ``{namespace}``; ``reply_topic`` also
@@ -458,26 +464,15 @@ class MqttToSocketioRouteConfig(BaseModel):
     (exact names/globs) limits the events; ``None`` allows every non-reserved name.
     """
 
-    model_config = _STRICT
-
-    name: str | None = None
     topic: str
-    qos: int = Field(default=1, ge=0, le=2)
-    namespace: str = "/"
     event: str = "{event}"
     ack: bool = False
-    ack_timeout: float = Field(default=5.0, gt=0)
     reply_topic: str | None = None
     payload: Literal["auto", "json", "text", "binary"] = "auto"
     spread: bool = False
     allow_events: list[str] | None = None
     retries: int = Field(default=0, ge=0)
     message_id: bool = False
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v: str) -> str:
-        return _check_namespace(v)
 
     @field_validator("topic")
     @classmethod

@@ -460,26 +460,12 @@ class Socket:
             return waiter.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
 
     def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
-        if self._state is SocketState.CONNECTED:
-            # fast path: the buffer was flushed before the state became CONNECTED
-            if pending is not None:
-                pending.sent = True
-            try:
-                self._manager.send_messages(messages)
-                return
-            except NotConnectedError:
-                if pending is not None:
-                    pending.sent = False
+        # fast path without the lock: the buffer was flushed before the state became CONNECTED
+        if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+            return
         with self._lock:
-            if self._state is SocketState.CONNECTED:
-                if pending is not None:
-                    pending.sent = True
-                try:
-                    self._manager.send_messages(messages)
-                    return
-                except NotConnectedError:
-                    if pending is not None:
-                        pending.sent = False
+            if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+                return
             limit = self._manager.max_payload
             if limit is not None:  # the last server's limit: refuse now what cannot be sent
                 check_message_sizes(messages, limit, polling=False)
@@ -491,6 +477,18 @@ class Socket:
             if pending is not None:
                 pending.messages = messages
             self._buffer.append((messages, pending))
+
+    def _send_now(self, messages: list[str | bytes], pending: PendingAck | None) -> bool:
+        """Send on the live connection; False (nothing sent) when it was lost meanwhile."""
+        if pending is not None:
+            pending.sent = True  # first: a connection lost during the write must cancel the ack
+        try:
+            self._manager.send_messages(messages)
+            return True
+        except NotConnectedError:
+            if pending is not None:
+                pending.sent = False
+            return False
 
     def _flush_buffer(self) -> None:
         """Send what was buffered while offline, in order. Caller holds the lock."""
