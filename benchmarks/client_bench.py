@@ -94,19 +94,26 @@ class PySio:
 ADAPTERS: dict[str, type[Ours] | type[PySio]] = {"ours": Ours, "pysio": PySio}
 
 
-def lib_emits(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[float]:
-    c = make()
+# ------------------------------------------------------------------------------------------
+# timed runs shared by every implementation. ``c`` is an unconnected Ours, PySio or Raw (all
+# three have connect/call/disconnect); where they differ, the caller passes its own loop as one
+# callable per run, so each implementation's per-event loop stays its own and is not wrapped
+# ------------------------------------------------------------------------------------------
+
+
+def timed_emits(
+    c: Any, emit_counts: Callable[[int], None], n: int, reps: int, warmup: int
+) -> list[float]:
+    """Events/s of ``emit_counts(n)`` (``count`` events 0..n-1, sent the implementation's way),
+    timed until the server's ``get_count`` ack confirms that all n arrived."""
     c.connect()
     try:
-        for i in range(warmup):
-            c.emit("count", i)
+        emit_counts(warmup)
         c.call("reset_count")
         rates = []
         for _ in range(reps):
-            emit = c.emit
             t0 = time.perf_counter()
-            for i in range(n):
-                emit("count", i)
+            emit_counts(n)
             got = c.call("get_count")
             dt = time.perf_counter() - t0
             if got != n:
@@ -118,8 +125,8 @@ def lib_emits(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[f
         c.disconnect()
 
 
-def lib_acks(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[float]:
-    c = make()
+def timed_acks(c: Any, n: int, reps: int, warmup: int) -> list[float]:
+    """Sequential ``echo_ack`` round trips/s."""
     c.connect()
     try:
         for i in range(warmup):
@@ -135,6 +142,54 @@ def lib_acks(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[fl
         return rates
     finally:
         c.disconnect()
+
+
+def timed_echoes(
+    c: Any, echo_blobs: Callable[[int], None], n: int, reps: int, warmup: int
+) -> list[float]:
+    """MB/s (10^6 B) echoed by ``echo_blobs(n)``: n sequential 1 MiB binary ``echo_ack`` round
+    trips, each checked, sent the implementation's way."""
+    c.connect()
+    try:
+        echo_blobs(warmup)
+        rates = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            echo_blobs(n)
+            rates.append(n * BLOB_SIZE / (time.perf_counter() - t0) / 1e6)
+        return rates
+    finally:
+        c.disconnect()
+
+
+def timed_connects(make: Callable[[], Any], n: int, warmup: int) -> list[float]:
+    """Connect time (ms) of n fresh clients from ``make()``, after ``warmup`` untimed ones."""
+    times = []
+    for i in range(warmup + n):
+        c = make()
+        t0 = time.perf_counter()
+        c.connect()
+        dt = time.perf_counter() - t0
+        c.disconnect()
+        if i >= warmup:
+            times.append(dt * 1000)
+    return times
+
+
+# ------------------------------------------------------------------------------------------
+# the library clients' own loops
+# ------------------------------------------------------------------------------------------
+
+
+def lib_emits(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[float]:
+    c = make()
+
+    def emit_counts(count: int) -> None:
+        emit = c.emit
+        for i in range(count):
+            emit("count", i)
+
+    return timed_emits(c, emit_counts, n, reps, warmup)
 
 
 def lib_recv(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[float]:
@@ -175,34 +230,14 @@ def lib_recv(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[fl
 def lib_binary(make: Callable[[], Any], n: int, reps: int, warmup: int) -> list[float]:
     blob = os.urandom(BLOB_SIZE)
     c = make()
-    c.connect()
-    try:
-        for _ in range(warmup):
-            c.call("echo_ack", blob)
-        rates = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                got = c.call("echo_ack", blob)
-                if len(got) != BLOB_SIZE:
-                    raise RuntimeError("wrong echo size")
-            rates.append(n * BLOB_SIZE / (time.perf_counter() - t0) / 1e6)
-        return rates
-    finally:
-        c.disconnect()
 
+    def echo_blobs(count: int) -> None:
+        for _ in range(count):
+            got = c.call("echo_ack", blob)
+            if len(got) != BLOB_SIZE:
+                raise RuntimeError("wrong echo size")
 
-def lib_connect(make: Callable[[], Any], n: int, warmup: int) -> list[float]:
-    times = []
-    for i in range(warmup + n):
-        c = make()
-        t0 = time.perf_counter()
-        c.connect()
-        dt = time.perf_counter() - t0
-        c.disconnect()
-        if i >= warmup:
-            times.append(dt * 1000)
-    return times
+    return timed_echoes(c, echo_blobs, n, reps, warmup)
 
 
 # ------------------------------------------------------------------------------------------
@@ -257,46 +292,14 @@ class Raw:
 
 def raw_emits(url: str, n: int, reps: int, warmup: int) -> list[float]:
     c = Raw(url)
-    c.connect()
-    try:
+
+    def emit_counts(count: int) -> None:
         send = c.ws.send
         dumps = json.dumps
-        for i in range(warmup):
+        for i in range(count):
             send("42" + dumps(["count", i]))
-        c.call("reset_count")
-        rates = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for i in range(n):
-                send("42" + dumps(["count", i]))
-            got = c.call("get_count")
-            dt = time.perf_counter() - t0
-            if got != n:
-                raise RuntimeError(f"server counted {got} of {n} emits")
-            c.call("reset_count")
-            rates.append(n / dt)
-        return rates
-    finally:
-        c.disconnect()
 
-
-def raw_acks(url: str, n: int, reps: int, warmup: int) -> list[float]:
-    c = Raw(url)
-    c.connect()
-    try:
-        for i in range(warmup):
-            c.call("echo_ack", i)
-        rates = []
-        for _ in range(reps):
-            call = c.call
-            t0 = time.perf_counter()
-            for i in range(n):
-                if call("echo_ack", i) != i:
-                    raise RuntimeError("wrong ack value")
-            rates.append(n / (time.perf_counter() - t0))
-        return rates
-    finally:
-        c.disconnect()
+    return timed_emits(c, emit_counts, n, reps, warmup)
 
 
 def raw_recv(url: str, n: int, reps: int, warmup: int) -> list[float]:
@@ -329,7 +332,6 @@ def raw_recv(url: str, n: int, reps: int, warmup: int) -> list[float]:
 def raw_binary(url: str, n: int, reps: int, warmup: int) -> list[float]:
     blob = os.urandom(BLOB_SIZE)
     c = Raw(url)
-    c.connect()
     placeholder = json.dumps({"_placeholder": True, "num": 0})
 
     def echo() -> None:
@@ -346,31 +348,11 @@ def raw_binary(url: str, n: int, reps: int, warmup: int) -> list[float]:
         if len(data) != BLOB_SIZE:
             raise RuntimeError("wrong echo size")
 
-    try:
-        for _ in range(warmup):
+    def echo_blobs(count: int) -> None:
+        for _ in range(count):
             echo()
-        rates = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                echo()
-            rates.append(n * BLOB_SIZE / (time.perf_counter() - t0) / 1e6)
-        return rates
-    finally:
-        c.disconnect()
 
-
-def raw_connect(url: str, n: int, warmup: int) -> list[float]:
-    times = []
-    for i in range(warmup + n):
-        c = Raw(url)
-        t0 = time.perf_counter()
-        c.connect()
-        dt = time.perf_counter() - t0
-        c.disconnect()
-        if i >= warmup:
-            times.append(dt * 1000)
-    return times
+    return timed_echoes(c, echo_blobs, n, reps, warmup)
 
 
 # ------------------------------------------------------------------------------------------
@@ -391,13 +373,13 @@ def measure(impl: str, metric: str, url: str, n: int, reps: int, warmup: int) ->
         if metric == "emits":
             return raw_emits(url, n, reps, warmup)
         if metric == "acks":
-            return raw_acks(url, n, reps, warmup)
+            return timed_acks(Raw(url), n, reps, warmup)
         if metric == "recv":
             return raw_recv(url, n, reps, warmup)
         if metric == "binary_ws":
             return raw_binary(url, n, reps, warmup)
         if metric == "connect":
-            return raw_connect(url, n, warmup)
+            return timed_connects(lambda: Raw(url), n, warmup)
         raise SystemExit(f"raw does not do {metric}")
     adapter = ADAPTERS[impl]
     polling = metric in ("binary_polling", "polling_emits")
@@ -409,13 +391,13 @@ def measure(impl: str, metric: str, url: str, n: int, reps: int, warmup: int) ->
     if metric in ("emits", "polling_emits"):
         return lib_emits(make, n, reps, warmup)
     if metric == "acks":
-        return lib_acks(make, n, reps, warmup)
+        return timed_acks(make(), n, reps, warmup)
     if metric == "recv":
         return lib_recv(make, n, reps, warmup)
     if metric in ("binary_ws", "binary_polling"):
         return lib_binary(make, n, reps, warmup)
     if metric == "connect":
-        return lib_connect(make, n, warmup)
+        return timed_connects(make, n, warmup)
     raise SystemExit(f"unknown metric {metric}")
 
 

@@ -21,7 +21,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def add_tests_to_path() -> None:
-    """Make ``servers.procs`` (the test suite's server fixtures) importable."""
+    """Make the test suite's ``servers`` package importable: ``servers.procs`` (the peer
+    servers) and ``servers.mqtt_wire`` (hand-built MQTT packets for the raw-socket clients)."""
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
 

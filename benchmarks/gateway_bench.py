@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchmarks.common import REPO, Sampler, median, percentile, print_result
+from benchmarks.common import REPO, Sampler, add_tests_to_path, median, percentile, print_result
+
+add_tests_to_path()
+from servers.mqtt_wire import connect_packet, varint  # noqa: E402
 
 HOST = "127.0.0.1"
 TIMEOUT = 120.0
@@ -209,11 +213,9 @@ class LeanSubscriber:
         self.topic = topic.encode()
         self.sock = socket.create_connection((HOST, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        cid = f"bench-lean-{os.getpid()}".encode()
-        var = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
-        self.sock.sendall(b"\x10" + _varint(len(var)) + var)
+        self.sock.sendall(connect_packet(f"bench-lean-{os.getpid()}"))
         sub = b"\x00\x01" + len(self.topic).to_bytes(2, "big") + self.topic + b"\x01"
-        self.sock.sendall(b"\x82" + _varint(len(sub)) + sub)
+        self.sock.sendall(b"\x82" + varint(len(sub)) + sub)
         self._buf = b""
         self._subscribed = threading.Event()
         self._closing = False
@@ -280,15 +282,6 @@ class LeanSubscriber:
             pass
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 class Publisher:
     """MQTT 3.1.1 QoS 1 publisher with no in-flight limit (broker-side: no receive maximum)."""
 
@@ -348,6 +341,20 @@ def make_subscriber(args: argparse.Namespace, topic: str) -> Subscriber | LeanSu
     return LeanSubscriber(args.mqtt_port, topic)
 
 
+def sampled_runs(
+    args: argparse.Namespace, sampler: Sampler, timed_run: Callable[[int], float]
+) -> dict[str, Any]:
+    """A warm-up run, an idle second, then ``args.reps`` timed runs of ``args.n`` in the "load"
+    phase; ``timed_run(n)`` returns msgs/s. One sequence, so m2s and s2m sample the gateway's
+    RSS/threads at the same points."""
+    timed_run(args.warmup)
+    idle(sampler)
+    sampler.phase = "load"
+    runs = [timed_run(args.n) for _ in range(args.reps)]
+    sampler.phase = "after"
+    return {"unit": "msgs/s", "value": median(runs), "runs": runs}
+
+
 def run_m2s(args: argparse.Namespace, url: str, sampler: Sampler) -> dict[str, Any]:
     pub = Publisher(args.mqtt_port)
     mon = Monitor(url)
@@ -362,12 +369,7 @@ def run_m2s(args: argparse.Namespace, url: str, sampler: Sampler) -> dict[str, A
                 raise RuntimeError(f"the server did not count {n} events in time")
             return n / (time.perf_counter() - t0)
 
-        burst(args.warmup)
-        idle(sampler)
-        sampler.phase = "load"
-        runs = [burst(args.n) for _ in range(args.reps)]
-        sampler.phase = "after"
-        return {"unit": "msgs/s", "value": median(runs), "runs": runs}
+        return sampled_runs(args, sampler, burst)
     finally:
         pub.close()
         mon.close()
@@ -388,12 +390,7 @@ def run_s2m(args: argparse.Namespace, url: str, sampler: Sampler) -> dict[str, A
             time.sleep(0.2)  # flood_done and stragglers
             return n / dt
 
-        flood(args.warmup)
-        idle(sampler)
-        sampler.phase = "load"
-        runs = [flood(args.n) for _ in range(args.reps)]
-        sampler.phase = "after"
-        return {"unit": "msgs/s", "value": median(runs), "runs": runs}
+        return sampled_runs(args, sampler, flood)
     finally:
         pub.close()
         sub.close()

@@ -37,36 +37,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from benchmarks.common import REPO, add_tests_to_path, print_result
 from sio_mqtt.gateway.paho_fast import FAST_OK, FastClient
 
+add_tests_to_path()
+from servers.mqtt_wire import connect_packet, publish_packet  # noqa: E402
+from servers.procs import Mosquitto  # noqa: E402
+
 HOST = "127.0.0.1"
 
 
 # -- publisher process ----------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _publish_packet(topic: bytes, mid: int, payload: bytes) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
-    return b"\x32" + _varint(len(body)) + body
-
-
 def run_publisher(port: int, topic: str, n: int, payload_size: int) -> None:
     """Connect, wait for "go" on stdin, publish N QoS 1 messages, wait for all PUBACKs."""
     sock = socket.create_connection((HOST, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    cid = f"bench-fastpub-{os.getpid()}".encode()
-    var = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
-    sock.sendall(b"\x10" + _varint(len(var)) + var)
+    sock.sendall(connect_packet(f"bench-fastpub-{os.getpid()}"))
     if sock.recv(4)[:1] != b"\x20":
         raise RuntimeError("publisher: no CONNACK")
     payload = (b'{"id":"sensor-1","t":21.5,"ok":true,"pad":"' + b"x" * payload_size)[:payload_size]
     t = topic.encode()
-    packets = [_publish_packet(t, (i % 65535) + 1, payload) for i in range(n)]
+    packets = [publish_packet(t, payload, 1, (i % 65535) + 1, v5=False) for i in range(n)]
     acked = threading.Event()
 
     def drain() -> None:  # PUBACKs are 4 bytes each
@@ -174,8 +162,6 @@ def main() -> int:
         return 0
     if not FAST_OK:
         print("warning: paho_fast is disabled for this paho (FastClient == stock paho)")
-    add_tests_to_path()
-    from servers.procs import Mosquitto
 
     protocols = [5, 311] if args.protocol == "both" else [int(args.protocol)]
     ack_modes = ["auto", "thread"] if args.ack == "both" else [args.ack]

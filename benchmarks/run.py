@@ -128,6 +128,28 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 
 
+def pooled_measurement(
+    what: str,
+    impl: str,
+    cmd: list[str],
+    rounds: dict[str, list[dict[str, Any]]],
+    errors: list[str],
+    *,
+    timeout: float,
+    sample: bool = True,
+) -> dict[str, Any] | None:
+    """Run one round of ``what`` (e.g. "client emits") for ``impl`` and pool it with its earlier
+    rounds. A failed round is printed, added to ``errors`` and gives None: the others go on."""
+    try:
+        res = run_measurement(cmd, timeout=timeout, sample=sample)
+    except BenchError as exc:
+        errors.append(f"{what} {impl}: {exc}")
+        print(f"  ERROR {what} {impl}:\n{exc}", file=sys.stderr)
+        return None
+    rounds.setdefault(impl, []).append(res)
+    return merge(rounds[impl])
+
+
 def run_client(url: str, mode: str, errors: list[str]) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for metric, (n, reps, warmup) in CLIENT_PLAN[mode].items():
@@ -138,14 +160,10 @@ def run_client(url: str, mode: str, errors: list[str]) -> dict[str, dict[str, An
                 PY, "-m", "benchmarks.client_bench", "--impl", impl, "--metric", metric,
                 "--url", url, "--n", str(n), "--reps", str(reps), "--warmup", str(warmup),
             ]  # fmt: skip
-            try:
-                res = run_measurement(cmd, timeout=180)
-            except BenchError as exc:
-                errors.append(f"client {metric} {impl}: {exc}")
-                print(f"  ERROR client {metric} {impl}:\n{exc}", file=sys.stderr)
+            res = pooled_measurement(f"client {metric}", impl, cmd, rounds, errors, timeout=180)
+            if res is None:
                 continue
-            rounds.setdefault(impl, []).append(res)
-            results[metric][impl] = res = merge(rounds[impl])
+            results[metric][impl] = res
             print(
                 f"  client {metric:15s} {impl:6s} {fmt(res['value'])} {res['unit']}"
                 f"  (runs {', '.join(fmt(r) for r in res['runs'][:5])};"
@@ -168,14 +186,12 @@ def run_gateway(url: str, mqtt_port: int, mode: str, errors: list[str]) -> dict[
                 "--reps", str(reps), "--warmup", str(warmup),
                 "--max-seconds", "3" if mode == "full" else "1",
             ]  # fmt: skip
-            try:
-                res = run_measurement(cmd, timeout=300, sample=False)
-            except BenchError as exc:
-                errors.append(f"gateway {metric} {impl}: {exc}")
-                print(f"  ERROR gateway {metric} {impl}:\n{exc}", file=sys.stderr)
+            res = pooled_measurement(
+                f"gateway {metric}", impl, cmd, rounds, errors, timeout=300, sample=False
+            )
+            if res is None:
                 continue
-            rounds.setdefault(impl, []).append(res)
-            results[metric][impl] = res = merge(rounds[impl])
+            results[metric][impl] = res
             extra = ""
             if metric == "req":
                 extra = f" p99 {fmt(res['p99_ms'])} ms, {fmt(res['rate'])} req/s,"
@@ -321,60 +337,42 @@ def markdown_table(rows: list[dict[str, Any]], peers: list[str], ours: str = "ou
     return "\n".join(out)
 
 
-def evaluate_targets(client: dict[str, Any], gw: dict[str, Any]) -> list[dict[str, Any]]:
-    def cval(metric: str, impl: str) -> Any:
-        return client.get(metric, {}).get(impl, {}).get("value")
+# speed targets: (target, metric, peer, goal): ours must reach ``goal`` x the peer's value
+CLIENT_RATIO_TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("client emits vs python-socketio", "emits", "pysio", 2.0),
+    ("client emits vs raw websocket-client", "emits", "raw", 0.85),
+    ("client sequential acks vs python-socketio", "acks", "pysio", 2.5),
+    ("client received events vs python-socketio", "recv", "pysio", 7.0),
+    ("client received events vs raw websocket-client", "recv", "raw", 0.7),
+)
+GATEWAY_RATIO_TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("gateway MQTT->Socket.IO vs bridge", "m2s", "bridge", 1.2),
+    ("gateway Socket.IO->MQTT vs bridge", "s2m", "bridge", 4.0),
+)
 
+
+def evaluate_targets(client: dict[str, Any], gw: dict[str, Any]) -> list[dict[str, Any]]:
     def gval(metric: str, impl: str, key: str = "value") -> Any:
         return gw.get(metric, {}).get(impl, {}).get(key)
 
     targets: list[dict[str, Any]] = []
 
-    def at_least(name: str, value: float | None, goal: float, unit: str = "x") -> None:
-        ok = value is not None and value >= goal
-        targets.append({"target": name, "value": value, "goal": f">= {goal}{unit}", "pass": ok})
+    def ratios(results: dict[str, Any], specs: tuple[tuple[str, str, str, float], ...]) -> None:
+        """One ``>= goal x`` target per spec, from the ours/peer ratio of the metric's values."""
+        for name, metric, peer, goal in specs:
+            by_impl = results.get(metric, {})
+            value = ratio(by_impl.get("ours", {}).get("value"), by_impl.get(peer, {}).get("value"))
+            ok = value is not None and value >= goal
+            targets.append({"target": name, "value": value, "goal": f">= {goal}x", "pass": ok})
 
     def below(name: str, value: float | None, goal: float, unit: str) -> None:
         ok = value is not None and value < goal
         targets.append({"target": name, "value": value, "goal": f"< {goal} {unit}", "pass": ok})
 
     if client:
-        at_least(
-            "client emits vs python-socketio",
-            ratio(cval("emits", "ours"), cval("emits", "pysio")),
-            2.0,
-        )
-        at_least(
-            "client emits vs raw websocket-client",
-            ratio(cval("emits", "ours"), cval("emits", "raw")),
-            0.85,
-        )
-        at_least(
-            "client sequential acks vs python-socketio",
-            ratio(cval("acks", "ours"), cval("acks", "pysio")),
-            2.5,
-        )
-        at_least(
-            "client received events vs python-socketio",
-            ratio(cval("recv", "ours"), cval("recv", "pysio")),
-            7.0,
-        )
-        at_least(
-            "client received events vs raw websocket-client",
-            ratio(cval("recv", "ours"), cval("recv", "raw")),
-            0.7,
-        )
+        ratios(client, CLIENT_RATIO_TARGETS)
     if gw:
-        at_least(
-            "gateway MQTT->Socket.IO vs bridge",
-            ratio(gval("m2s", "ours"), gval("m2s", "bridge")),
-            1.2,
-        )
-        at_least(
-            "gateway Socket.IO->MQTT vs bridge",
-            ratio(gval("s2m", "ours"), gval("s2m", "bridge")),
-            4.0,
-        )
+        ratios(gw, GATEWAY_RATIO_TARGETS)
         below("gateway request p50", gval("req", "ours", "p50_ms"), 1.0, "ms")
         below("gateway request p99", gval("req", "ours", "p99_ms"), 3.0, "ms")
         idle = [gval(m, "ours", "rss_idle_mb") for m in ("m2s", "req", "s2m")]

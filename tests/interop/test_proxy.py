@@ -5,6 +5,8 @@ the standard environment variables."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from servers.procs import NodeServer
@@ -58,6 +60,12 @@ def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture
+def server(node_server: Callable[..., NodeServer], no_proxy_env: pytest.MonkeyPatch) -> NodeServer:
+    """The Node server, started once the machine's proxy variables are cleared."""
+    return node_server()
+
+
 def _exercise(client: Client, mode: str) -> None:
     """Connect, reach the mode's final transport, and round-trip events both ways."""
     rec = Recorder()
@@ -70,116 +78,97 @@ def _exercise(client: Client, mode: str) -> None:
     assert client.call("echo_ack", "x", 2, timeout=10) == ("x", 2)
 
 
-def _assert_proxied(proxy: ForwardingProxy, server: NodeServer, mode: str) -> None:
-    origin = f"http://127.0.0.1:{server.port}/socket.io/"
-    gets = proxy.count("GET", origin)
-    posts = proxy.count("POST", origin)
-    tunnels = proxy.count("CONNECT", f"127.0.0.1:{server.port}")
-    if mode == "polling":
-        assert gets >= 2  # the handshake and at least one long-poll
-        assert posts >= 1  # the namespace CONNECT and the events
-        assert tunnels == 0
-    elif mode == "websocket":
-        assert tunnels == 1  # the whole session in one tunnel
-        assert gets == posts == 0
-    else:
-        assert gets >= 1  # the handshake on polling
-        assert tunnels == 1  # the upgrade
-    # nothing else went through it (e.g. a request to a wrong host)
-    assert len(proxy.requests) == gets + posts + tunnels
+@dataclass
+class Rig:
+    """What most tests here combine: the server, the proxy, the transport mode and the cleared
+    environment (``env``, for the test's own proxy variables), so each test states only the
+    proxy settings it is about."""
+
+    server: NodeServer
+    proxy: ForwardingProxy
+    mode: str
+    env: pytest.MonkeyPatch
+    clients: list[Client]
+
+    def exercise(self, **options: Any) -> None:
+        """A client of the server in this mode, with ``options``, run through :func:`_exercise`
+        (and disconnected at teardown)."""
+        client = Client(self.server.url, transports=MODES[self.mode], **options)
+        self.clients.append(client)
+        _exercise(client, self.mode)
+
+    def assert_proxied(self) -> None:
+        """The session went through the proxy, the way the mode says, and nothing else did."""
+        proxy, port, mode = self.proxy, self.server.port, self.mode
+        origin = f"http://127.0.0.1:{port}/socket.io/"
+        gets = proxy.count("GET", origin)
+        posts = proxy.count("POST", origin)
+        tunnels = proxy.count("CONNECT", f"127.0.0.1:{port}")
+        if mode == "polling":
+            assert gets >= 2  # the handshake and at least one long-poll
+            assert posts >= 1  # the namespace CONNECT and the events
+            assert tunnels == 0
+        elif mode == "websocket":
+            assert tunnels == 1  # the whole session in one tunnel
+            assert gets == posts == 0
+        else:
+            assert gets >= 1  # the handshake on polling
+            assert tunnels == 1  # the upgrade
+        # nothing else went through it (e.g. a request to a wrong host)
+        assert len(proxy.requests) == gets + posts + tunnels
 
 
-def test_explicit_proxy_option(
-    node_server: Callable[..., NodeServer],
+@pytest.fixture
+def rig(
+    server: NodeServer,
     proxy: ForwardingProxy,
     clients: list[Client],
     mode: str,
     no_proxy_env: pytest.MonkeyPatch,
-) -> None:
-    server = node_server()
-    client = Client(server.url, transports=MODES[mode], proxy=proxy.url)
-    clients.append(client)
-    _exercise(client, mode)
-    _assert_proxied(proxy, server, mode)
+) -> Rig:
+    return Rig(server, proxy, mode, no_proxy_env, clients)
+
+
+def test_explicit_proxy_option(rig: Rig) -> None:
+    rig.exercise(proxy=rig.proxy.url)
+    rig.assert_proxied()
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
-def test_proxy_from_the_environment(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-    variable: str,
-) -> None:
-    server = node_server()
-    no_proxy_env.setenv(variable, proxy.url)
-    client = Client(server.url, transports=MODES[mode])
-    clients.append(client)
-    _exercise(client, mode)
-    _assert_proxied(proxy, server, mode)
+def test_proxy_from_the_environment(rig: Rig, variable: str) -> None:
+    rig.env.setenv(variable, rig.proxy.url)
+    rig.exercise()
+    rig.assert_proxied()
 
 
 @pytest.mark.parametrize("variable", ["ALL_PROXY", "all_proxy"])
-def test_all_proxy_from_the_environment_covers_both_transports(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-    variable: str,
-) -> None:
+def test_all_proxy_from_the_environment_covers_both_transports(rig: Rig, variable: str) -> None:
     """requests (polling) honours all_proxy; websocket-client alone would not, and the
     websocket would bypass the proxy that carries the polling requests."""
-    server = node_server()
-    no_proxy_env.setenv(variable, proxy.url)
-    client = Client(server.url, transports=MODES[mode])
-    clients.append(client)
-    _exercise(client, mode)
-    _assert_proxied(proxy, server, mode)
+    rig.env.setenv(variable, rig.proxy.url)
+    rig.exercise()
+    rig.assert_proxied()
 
 
-def test_proxy_env_without_scheme(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-) -> None:
+def test_proxy_env_without_scheme(rig: Rig) -> None:
     """``http_proxy=host:port`` (no scheme), which requests accepts, works for both."""
-    server = node_server()
-    no_proxy_env.setenv("http_proxy", f"{proxy.host}:{proxy.port}")
-    client = Client(server.url, transports=MODES[mode])
-    clients.append(client)
-    _exercise(client, mode)
-    _assert_proxied(proxy, server, mode)
+    rig.env.setenv("http_proxy", f"{rig.proxy.host}:{rig.proxy.port}")
+    rig.exercise()
+    rig.assert_proxied()
 
 
-def test_explicit_proxy_wins_over_no_proxy_env(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-) -> None:
+def test_explicit_proxy_wins_over_no_proxy_env(rig: Rig) -> None:
     """``proxy=`` is used even for a host NO_PROXY names, on both transports alike (requests
     applies NO_PROXY only to environment proxies; websocket-client alone would skip even an
     explicit proxy, splitting the session between two routes)."""
-    server = node_server()
-    no_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
-    client = Client(server.url, transports=MODES[mode], proxy=proxy.url)
-    clients.append(client)
-    _exercise(client, mode)
-    _assert_proxied(proxy, server, mode)
+    rig.env.setenv("NO_PROXY", "localhost,127.0.0.1")
+    rig.exercise(proxy=rig.proxy.url)
+    rig.assert_proxied()
 
 
 def test_without_proxy_settings_nothing_goes_through_the_proxy(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    no_proxy_env: pytest.MonkeyPatch,
+    server: NodeServer, proxy: ForwardingProxy, clients: list[Client]
 ) -> None:
-    server = node_server()
     client = Client(server.url)
     clients.append(client)
     _exercise(client, "upgrade")
@@ -187,34 +176,18 @@ def test_without_proxy_settings_nothing_goes_through_the_proxy(
 
 
 @pytest.mark.parametrize("variable", ["NO_PROXY", "no_proxy"])
-def test_no_proxy_env_bypasses_an_env_proxy(
-    node_server: Callable[..., NodeServer],
-    proxy: ForwardingProxy,
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-    variable: str,
-) -> None:
-    server = node_server()
-    no_proxy_env.setenv("HTTP_PROXY", proxy.url)
-    no_proxy_env.setenv(variable, "localhost,127.0.0.1")
-    client = Client(server.url, transports=MODES[mode])
-    clients.append(client)
-    _exercise(client, mode)
-    assert proxy.requests == []
+def test_no_proxy_env_bypasses_an_env_proxy(rig: Rig, variable: str) -> None:
+    rig.env.setenv("HTTP_PROXY", rig.proxy.url)
+    rig.env.setenv(variable, "localhost,127.0.0.1")
+    rig.exercise()
+    assert rig.proxy.requests == []
 
 
-def test_a_dead_proxy_fails_connect(
-    node_server: Callable[..., NodeServer],
-    clients: list[Client],
-    mode: str,
-    no_proxy_env: pytest.MonkeyPatch,
-) -> None:
+def test_a_dead_proxy_fails_connect(server: NodeServer, clients: list[Client], mode: str) -> None:
     from servers.procs import free_port
 
     from sio_mqtt import ConnectError
 
-    server = node_server()
     client = Client(
         server.url,
         transports=MODES[mode],

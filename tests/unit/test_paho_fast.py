@@ -18,6 +18,7 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion, _ConnectionState
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from servers.mqtt_wire import publish_packet, varint
 
 from sio_mqtt.gateway import paho_fast
 from sio_mqtt.gateway.paho_fast import FAST_OK, FAST_PROBLEMS, FastClient, _decode_publish
@@ -73,34 +74,6 @@ class FakeSock:
 
     def setblocking(self, flag: bool) -> None:
         pass
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish(
-    topic: bytes,
-    payload: bytes,
-    qos: int,
-    mid: int,
-    v5: bool,
-    props: bytes = b"\x00",
-    retain: bool = False,
-    dup: bool = False,
-) -> bytes:
-    body = struct.pack("!H", len(topic)) + topic
-    if qos:
-        body += struct.pack("!H", mid)
-    if v5:
-        body += props
-    body += payload
-    return bytes([0x30 | (dup << 3) | (qos << 1) | retain]) + varint(len(body)) + body
 
 
 def pubrel(mid: int) -> bytes:
@@ -205,7 +178,7 @@ def packet_streams(draw: st.DrawFn, v5: bool) -> tuple[bytes, int]:
                     draw(st.lists(st.tuples(texts, texts), max_size=2)),
                 )
             out.append(
-                publish(
+                publish_packet(
                     draw(topics),
                     draw(payloads),
                     draw(st.integers(0, 1)),
@@ -218,7 +191,7 @@ def packet_streams(draw: st.DrawFn, v5: bool) -> tuple[bytes, int]:
             )
             count += 1
         elif kind == "qos2":
-            out.append(publish(draw(topics), draw(payloads), 2, mid, v5))
+            out.append(publish_packet(draw(topics), draw(payloads), 2, mid, v5))
             out.append(pubrel(mid))
             count += 1
         elif kind == "ping":
@@ -251,12 +224,14 @@ def test_every_split_position(v5: bool) -> None:
     """Two cuts at every pair of positions of a short stream (qos 0/1/2, ping, props)."""
     stream = b"".join(
         [
-            publish(b"a/b", b"hello", 1, 7, v5, v5_props("r/t", b"\x01\x02", []) if v5 else b""),
+            publish_packet(
+                b"a/b", b"hello", 1, 7, v5, v5_props("r/t", b"\x01\x02", []) if v5 else b""
+            ),
             b"\xd0\x00",
-            publish(b"c", b"", 0, 0, v5),
-            publish(b"q2", b"two", 2, 9, v5),
+            publish_packet(b"c", b"", 0, 0, v5),
+            publish_packet(b"q2", b"two", 2, 9, v5),
             pubrel(9),
-            publish(b"big", b"z" * 200, 1, 10, v5),  # 2-byte remaining length
+            publish_packet(b"big", b"z" * 200, 1, 10, v5),  # 2-byte remaining length
         ]
     )
     expected = None
@@ -271,7 +246,7 @@ def test_every_split_position(v5: bool) -> None:
 
 
 def test_byte_by_byte_and_one_recv_per_read() -> None:
-    stream = b"".join(publish(b"t", b"%d" % k, 1, k + 1, False) for k in range(50))
+    stream = b"".join(publish_packet(b"t", b"%d" % k, 1, k + 1, False) for k in range(50))
     stock, fast = run_both(stream, list(range(len(stream))), False)
     assert fast.events == stock.events and len(stock.events) == 50
     # everything at once: one loop_read, one recv (+ none wasted), all 50 messages
@@ -284,7 +259,9 @@ def test_byte_by_byte_and_one_recv_per_read() -> None:
 
 def test_large_packet_in_many_chunks() -> None:
     payload = bytes(range(256)) * 8000  # ~2 MB
-    stream = publish(b"big", payload, 1, 3, True) + publish(b"after", b"x", 0, 0, True)
+    stream = publish_packet(b"big", payload, 1, 3, True) + publish_packet(
+        b"after", b"x", 0, 0, True
+    )
     h = Harness(FastClient, True)
     for k in range(0, len(stream), 70001):
         h.feed(stream[k : k + 70001])
@@ -306,7 +283,7 @@ def test_large_packet_in_many_chunks() -> None:
 )
 @pytest.mark.parametrize("v5", [False, True], ids=["v311", "v5"])
 def test_malformed_same_as_stock(bad: bytes, v5: bool) -> None:
-    good = publish(b"ok", b"1", 1, 1, v5)
+    good = publish_packet(b"ok", b"1", 1, 1, v5)
     stream = good + bad + good
     for cuts in ([], [len(good)], [len(good) + 1], list(range(len(stream)))):
         stock, fast = run_both(stream, cuts, v5)
@@ -449,7 +426,8 @@ def test_publish_properties_object_is_a_real_properties() -> None:
     got: list[mqtt.MQTTMessage] = []
     h.client.on_message = lambda c, u, m: got.append(m)
     h.feed(
-        publish(b"t", b"p", 1, 1, True) + publish(b"t", b"p", 1, 2, True, v5_props("r", b"c", []))
+        publish_packet(b"t", b"p", 1, 1, True)
+        + publish_packet(b"t", b"p", 1, 2, True, v5_props("r", b"c", []))
     )
     empty, full = got[0].properties, got[1].properties
     assert isinstance(empty, Properties) and empty.isEmpty()  # type: ignore[no-untyped-call]
@@ -457,7 +435,7 @@ def test_publish_properties_object_is_a_real_properties() -> None:
     assert full.ResponseTopic == "r" and full.CorrelationData == b"c"  # type: ignore[union-attr]
     empty.ResponseTopic = "x"  # does not leak into the shared template
     assert getattr(full, "ContentType", None) is None
-    h.feed(publish(b"t", b"p", 1, 3, True))
+    h.feed(publish_packet(b"t", b"p", 1, 3, True))
     assert getattr(got[2].properties, "ResponseTopic", None) is None
 
 
@@ -467,7 +445,9 @@ def test_filtered_callbacks_and_exceptions() -> None:
         seen: list[str] = []
         h.client.message_callback_add("a/#", lambda c, u, m, seen=seen: seen.append("a:" + m.topic))
         h.client.on_message = lambda c, u, m, seen=seen: seen.append("any:" + m.topic)
-        h.feed(publish(b"a/1", b"", 0, 0, False) + publish(b"b/1", b"", 0, 0, False), 10)
+        h.feed(
+            publish_packet(b"a/1", b"", 0, 0, False) + publish_packet(b"b/1", b"", 0, 0, False), 10
+        )
         assert seen == ["a:a/1", "any:b/1"], cls
     h = Harness(FastClient, False)
 
@@ -476,7 +456,7 @@ def test_filtered_callbacks_and_exceptions() -> None:
 
     h.client.on_message = boom
     with pytest.raises(ValueError):
-        h.feed(publish(b"x", b"", 1, 1, False) + publish(b"y", b"", 1, 2, False))
+        h.feed(publish_packet(b"x", b"", 1, 1, False) + publish_packet(b"y", b"", 1, 2, False))
     # the raising message is consumed (no ack: paho acks after on_message), the next one waits
     # in the buffer and is handled by the next loop iteration without waiting for select()
     h.client.on_message = h._on_message
@@ -523,14 +503,14 @@ def test_eof_and_socket_errors_disconnect() -> None:
 
 def test_buffer_dropped_with_its_socket() -> None:
     h = Harness(FastClient, False)
-    h.feed(publish(b"t", b"abc", 0, 0, False)[:4])  # incomplete
+    h.feed(publish_packet(b"t", b"abc", 0, 0, False)[:4])  # incomplete
     assert h.client._fast_buf
     c: Any = h.client
     c._sock_close()
     assert h.client._fast_buf == b""
     new = FakeSock()
     c._sock = new
-    new.arrive(publish(b"n", b"1", 0, 0, False))
+    new.arrive(publish_packet(b"n", b"1", 0, 0, False))
     h.client.loop_read()
     assert [e[1] for e in h.events] == [b"n"]
 
@@ -538,7 +518,7 @@ def test_buffer_dropped_with_its_socket() -> None:
 def test_stock_reader_sees_the_buffer_first() -> None:
     """If paho's byte-wise reader ever runs, it continues where the buffer is."""
     h = Harness(FastClient, False)
-    pkt = publish(b"t", b"abc", 0, 0, False)
+    pkt = publish_packet(b"t", b"abc", 0, 0, False)
     h.feed(pkt[:5])
     h.sock.arrive(pkt[5:])
     c: Any = h.client
@@ -999,7 +979,7 @@ def test_disabled_when_paho_differs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(paho_fast, "FAST_OK", False)
     h = Harness(FastClient, False)
     assert not h.client._fast  # type: ignore[attr-defined]
-    stream = publish(b"t", b"1", 1, 1, False) + publish(b"t", b"2", 1, 2, False)
+    stream = publish_packet(b"t", b"1", 1, 1, False) + publish_packet(b"t", b"2", 1, 2, False)
     h.feed(stream)
     assert len(h.events) == 1  # paho's own loop_read: one packet per call
     h.feed(b"")
