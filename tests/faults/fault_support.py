@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -36,6 +35,12 @@ if str(_GATEWAY_TESTS) not in sys.path:
     sys.path.insert(0, str(_GATEWAY_TESTS))
 
 from gw_support import REPO, GatewayProc, http_get  # noqa: E402
+
+#: every stream scenario: seqs 0..N-1 on each of NAMESPACES (10,000 messages in all)
+N = 5000
+NAMESPACES = ("/", "/chat")
+#: a scenario injects its fault once this many messages arrived: mid-stream
+MID_STREAM = 3000
 
 # ------------------------------------------------------------------------------------------------
 # waiting
@@ -546,47 +551,21 @@ class MqttTap:
 # the gateway process
 # ------------------------------------------------------------------------------------------------
 
-_TS_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
-
-
 #: run the gateway from another source tree (a checkout's root), e.g. to compare versions
 GATEWAY_SRC = os.environ.get("SIO_MQTT_FAULTS_SRC") or str(REPO)
 
 
 class TimedGatewayProc(GatewayProc):
-    """GatewayProc that also keeps each output line's arrival time (time.monotonic())."""
+    """GatewayProc (run from :data:`GATEWAY_SRC`) that also keeps each output line's arrival
+    time (time.monotonic()): a scenario measures when the gateway noticed a fault."""
 
     def __init__(self, config_path: Path, http_port: int) -> None:
-        self.timed: list[tuple[float, str]] = []
-        self.config_path = config_path
-        self.http_port = http_port
-        env = dict(os.environ)
-        for name in list(env):
-            if name.startswith("SIO_MQTT_"):
-                del env[name]
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sio_mqtt.cli", "run", "-c", str(config_path)],
-            cwd=GATEWAY_SRC,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self._lines: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._drain, args=(s,), daemon=True)
-            for s in (self.proc.stdout, self.proc.stderr)
-        ]
-        for t in self._threads:
-            t.start()
+        self.timed: list[tuple[float, str]] = []  # before the reader threads start
+        super().__init__(config_path, http_port, cwd=GATEWAY_SRC)
 
-    def _drain(self, stream: Any) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            self._lines.append(line)
-            self.timed.append((time.monotonic(), line))
-        stream.close()
+    def _add_line(self, line: str) -> None:
+        super()._add_line(line)
+        self.timed.append((time.monotonic(), line))
 
     def first_line(self, pattern: str, after: float = 0.0) -> tuple[float, str] | None:
         rx = re.compile(pattern)
@@ -749,7 +728,7 @@ def gateway_config(
     retries: int = 10,
     queue: int = 10000,
     outbox: bool = True,
-    namespaces: tuple[str, ...] = ("/", "/chat"),
+    namespaces: tuple[str, ...] = NAMESPACES,
 ) -> dict[str, Any]:
     """The scenarios' gateway config: per namespace one ``ack: true`` MQTT -> Socket.IO route
     (``{prefix}/rec/<ns>`` -> event ``record``) and one Socket.IO -> MQTT route (event ``seq``
@@ -823,6 +802,36 @@ RESULTS: list[tuple[str, str]] = []
 BROKER_EXTRA = "max_queued_messages 0\n"
 
 
+@dataclass
+class RecordStream:
+    """An MQTT -> Socket.IO stream: a publisher on the gateway's ``ack: true`` routes
+    (``topics``: namespace -> topic) and a StreamCheck fed by the Node server's durable record
+    file (key = the namespace), which survives server kills."""
+
+    topics: dict[str, str]
+    check: StreamCheck
+    tail: RecordTail
+    pub: Publisher
+
+    def start(self, rate: float, pad: str = "") -> None:
+        """Publish seq 0..N-1 on every namespace's topic, ``rate`` messages per second in all
+        (0 = a flood)."""
+        self.pub.start_stream(self.topics, N, rate=rate, pad=pad)
+
+    def wait_mid_stream(self) -> None:
+        self.tail.wait_distinct(MID_STREAM, timeout=30)
+
+    def finish(self, gw: Gateway) -> int:
+        """Wait until every seq was recorded (or the stream stalled), judge the stream message
+        by message and that the broker acknowledged every publish; returns the duplicates
+        (allowed: delivery is at least once)."""
+        complete = self.tail.wait_complete(timeout=60)
+        reports = self.check.assert_ok(context=gw.output())
+        assert complete
+        self.pub.wait_published()
+        return sum(r.duplicates for r in reports)
+
+
 class World:
     """One scenario's processes and clients; :meth:`close` stops them all, newest first."""
 
@@ -870,6 +879,15 @@ class World:
         self._owned.append(gw)
         return gw
 
+    def stack(self, **node_options: Any) -> tuple[Mosquitto, NodeServer, Gateway]:
+        """The usual line-up: a broker without persistence, the Node server (``node_options``)
+        and the gateway between them, started and ready."""
+        broker = self.mosquitto(persistent=False)
+        node = self.node(**node_options)
+        gw = self.gateway(mqtt_port=broker.port, sio_url=node.url)
+        gw.start()
+        return broker, node, gw
+
     # -- clients -----------------------------------------------------------------------------
     def publisher(self, port: int) -> Publisher:
         pub = Publisher(port)
@@ -881,7 +899,7 @@ class World:
         self._owned.append(sub)
         return sub
 
-    def driver(self, url: str, namespaces: tuple[str, ...] = ("/", "/chat")) -> Client:
+    def driver(self, url: str, namespaces: tuple[str, ...] = NAMESPACES) -> Client:
         """A Socket.IO client of the test itself (starts server streams, reads records)."""
         client = Client(url, transports=["websocket"], reconnect=False, connect_timeout=5)
         self._owned.append(client)
@@ -889,6 +907,35 @@ class World:
         for ns in namespaces[1:]:
             client.socket(ns).connect()
         return client
+
+    # -- streams -----------------------------------------------------------------------------
+    def topics(self, kind: str) -> dict[str, str]:
+        """Namespace -> the gateway's MQTT topic of ``kind`` (see :func:`gateway_config`):
+        ``rec`` (MQTT -> Socket.IO, event ``record``) or ``out`` (Socket.IO -> MQTT, ``seq``)."""
+        return {ns: f"{self.prefix}/{kind}/{ns_tag(ns)}" for ns in NAMESPACES}
+
+    def record_stream(self, broker_port: int) -> RecordStream:
+        """An MQTT -> Socket.IO stream, not started yet (see :class:`RecordStream`)."""
+        check = StreamCheck(NAMESPACES, N)
+        tail = RecordTail(self.record_file, check)
+        return RecordStream(self.topics("rec"), check, tail, self.publisher(broker_port))
+
+    def broadcast_stream(
+        self, broker_port: int, node: NodeServer, gw: Gateway, rate: float
+    ) -> tuple[StreamCheck, Subscriber]:
+        """A Socket.IO -> MQTT stream: the Node server broadcasts seq 0..N-1 as ``seq`` events
+        on every namespace at ``rate`` per second each; a persistent-session subscriber of the
+        gateway's ``out`` topics feeds the check (key = the topic). Returns mid-stream."""
+        check = StreamCheck(self.topics("out").values(), N)
+        sub = self.subscriber(broker_port, [f"{self.prefix}/out/#"], check)
+        driver = self.driver(node.url, NAMESPACES)
+        for ns in NAMESPACES:
+            sock = driver if ns == "/" else driver.socket(ns)
+            assert sock.call("stream", {"n": N, "rate": rate, "stream": ns}, timeout=5) is True
+        assert check.wait_distinct(MID_STREAM, timeout=30), (
+            f"stream did not start: {check.summary()}\n{gw.output()}"
+        )
+        return check, sub
 
     # -- reporting ---------------------------------------------------------------------------
     def result(self, text: str) -> None:

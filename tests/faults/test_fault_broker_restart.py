@@ -20,12 +20,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from fault_support import MqttTap, StreamCheck, World, ns_tag, ranges, wait_progress, wait_until
+from fault_support import MqttTap, World, ranges, wait_progress, wait_until
 
 pytestmark = pytest.mark.faults
 
-N = 5000  # per namespace; two namespaces = 10,000 messages
-NAMESPACES = ("/", "/chat")
 RATE = 1500  # events per second per namespace
 DOWN_TIME = 0.5
 
@@ -39,17 +37,8 @@ def test_broker_restarted_mid_stream(world: World, kill: bool) -> None:
     node = world.node(connection_state_recovery=True)
     gw = world.gateway(mqtt_port=mproxy.port, sio_url=node.url)
     gw.start()
-    topics = {ns: f"{world.prefix}/out/{ns_tag(ns)}" for ns in NAMESPACES}
-    check = StreamCheck(topics.values(), N)
-    sub = world.subscriber(broker.port, [f"{world.prefix}/out/#"], check)
-    driver = world.driver(node.url, NAMESPACES)
-    for ns in NAMESPACES:
-        sock = driver if ns == "/" else driver.socket(ns)
-        assert sock.call("stream", {"n": N, "rate": RATE, "stream": ns}, timeout=5) is True
+    check, sub = world.broadcast_stream(broker.port, node, gw, rate=RATE)
 
-    assert check.wait_distinct(3000, timeout=30), (
-        f"stream did not start: {check.summary()}\n{gw.output()}"
-    )
     tolerated: dict[str, set[int]] = {}
     if kill:
         mproxy.refuse_new = True

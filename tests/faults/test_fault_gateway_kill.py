@@ -12,69 +12,46 @@ MQTT client id and session, same outbox file), in both directions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
-from fault_support import RecordTail, StreamCheck, World, ns_tag, wait_progress
+from fault_support import Gateway, World, wait_progress
 
 pytestmark = pytest.mark.faults
 
-N = 5000  # per namespace; two namespaces = 10,000 messages
-NAMESPACES = ("/", "/chat")
 DOWN_TIME = 0.5
 
 
-def test_gateway_killed_mqtt_to_socketio(world: World) -> None:
-    broker = world.mosquitto(persistent=False)
-    node = world.node()
-    gw = world.gateway(mqtt_port=broker.port, sio_url=node.url)
-    gw.start()
-    check = StreamCheck(NAMESPACES, N)
-    tail = RecordTail(world.record_file, check)
-    pub = world.publisher(broker.port)
-    # a flood: the gateway has a backlog in hand when it dies
-    pub.start_stream({ns: f"{world.prefix}/rec/{ns_tag(ns)}" for ns in NAMESPACES}, N, rate=0)
-
-    tail.wait_distinct(3000, timeout=30)
+def kill_and_restart(gw: Gateway, progress: Callable[[], int]) -> tuple[int, float]:
+    """SIGKILL the gateway, leave it dead for DOWN_TIME and start it again (same config);
+    returns ``progress()`` at the kill and how long the restarted gateway took to be ready."""
     gw.kill()
-    at_kill = tail.poll()
+    at_kill = progress()
     time.sleep(DOWN_TIME)  # the gateway is dead for a while
     t_up = time.monotonic()
     gw.start(timeout=20)
-    ready = time.monotonic() - t_up
+    return at_kill, time.monotonic() - t_up
 
-    complete = tail.wait_complete(timeout=60)
-    reports = check.assert_ok(context=gw.output())
-    assert complete
-    pub.wait_published()
-    dups = sum(r.duplicates for r in reports)
+
+def test_gateway_killed_mqtt_to_socketio(world: World) -> None:
+    broker, _, gw = world.stack()
+    stream = world.record_stream(broker.port)
+    stream.start(rate=0)  # a flood: the gateway has a backlog in hand when it dies
+    stream.wait_mid_stream()
+    at_kill, ready = kill_and_restart(gw, stream.tail.poll)
+
+    dups = stream.finish(gw)
     world.result(
-        f"{check.total} msgs, gateway SIGKILLed at {at_kill} recorded, down {DOWN_TIME:g} s, "
-        f"ready {ready:.2f} s after the restart, {dups} duplicates"
+        f"{stream.check.total} msgs, gateway SIGKILLed at {at_kill} recorded, down "
+        f"{DOWN_TIME:g} s, ready {ready:.2f} s after the restart, {dups} duplicates"
     )
 
 
 def test_gateway_killed_socketio_to_mqtt(world: World) -> None:
-    broker = world.mosquitto(persistent=False)
-    node = world.node(connection_state_recovery=True)
-    gw = world.gateway(mqtt_port=broker.port, sio_url=node.url)
-    gw.start()
-    topics = {ns: f"{world.prefix}/out/{ns_tag(ns)}" for ns in NAMESPACES}
-    check = StreamCheck(topics.values(), N)
-    world.subscriber(broker.port, [f"{world.prefix}/out/#"], check)
-    driver = world.driver(node.url, NAMESPACES)
-    for ns in NAMESPACES:
-        sock = driver if ns == "/" else driver.socket(ns)
-        assert sock.call("stream", {"n": N, "rate": 1500, "stream": ns}, timeout=5) is True
+    broker, node, gw = world.stack(connection_state_recovery=True)
+    check, _ = world.broadcast_stream(broker.port, node, gw, rate=1500)
 
-    assert check.wait_distinct(3000, timeout=30), (
-        f"stream did not start: {check.summary()}\n{gw.output()}"
-    )
-    gw.kill()
-    at_kill = check.distinct()
-    time.sleep(DOWN_TIME)
-    t_up = time.monotonic()
-    gw.start(timeout=20)
-    ready = time.monotonic() - t_up
+    at_kill, ready = kill_and_restart(gw, check.distinct)
 
     complete = wait_progress(check, check.distinct, timeout=60)
     reports = check.assert_ok(context=gw.output())

@@ -11,12 +11,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from fault_support import MetricsSampler, RecordTail, RssSampler, StreamCheck, World, ns_tag
+from fault_support import MetricsSampler, N, RssSampler, World
 
 pytestmark = pytest.mark.faults
 
-N = 5000  # per namespace; two namespaces = 10,000 messages
-NAMESPACES = ("/", "/chat")
 PAD = "p" * 1024
 #: acks per second of the slow server; the publisher's flood is >= 10x that (asserted; a slow
 #: 2-vCPU machine publishes about 2,600/s here, a fast one 5,000/s and more)
@@ -31,27 +29,23 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
     node = world.node(record_rate=SERVER_RATE)
     gw = world.gateway(mqtt_port=broker.port, sio_url=node.url, ack_timeout=10.0, queue=500)
     gw.start()
-    check = StreamCheck(NAMESPACES, N)
-    tail = RecordTail(world.record_file, check)
-    pub = world.publisher(broker.port)
+    stream = world.record_stream(broker.port)
     baseline = gw.proc.rss_kb()
     assert baseline is not None
 
     with RssSampler(gw.proc.rss_kb) as rss, MetricsSampler(gw) as queues:
         t0 = time.monotonic()
-        pub.start_stream(
-            {ns: f"{world.prefix}/rec/{ns_tag(ns)}" for ns in NAMESPACES}, N, rate=0, pad=PAD
-        )
-        pub.wait_published(timeout=60)
-        input_rate = check.total / (time.monotonic() - t0)
-        complete = tail.wait_complete(timeout=120)
+        stream.start(rate=0, pad=PAD)
+        stream.pub.wait_published(timeout=60)
+        input_rate = stream.check.total / (time.monotonic() - t0)
+        complete = stream.tail.wait_complete(timeout=120)
         elapsed = time.monotonic() - t0
 
-    reports = check.assert_ok(context=gw.output())
+    reports = stream.check.assert_ok(context=gw.output())
     assert complete
     drops = gw.drops()
     assert not drops, f"the gateway dropped messages: {drops}"
-    server_rate = check.total / elapsed
+    server_rate = stream.check.total / elapsed
     assert input_rate >= 10 * SERVER_RATE, (
         f"the input ({input_rate:.0f}/s) was not 10x faster than the server ({SERVER_RATE}/s)"
     )
@@ -62,12 +56,12 @@ def test_slow_server_back_pressure_bounded_memory(world: World) -> None:
         f"peak queue depths: {queues.text()}"
     )
     # the server's in-memory record agrees with its file
-    driver = world.driver(node.url, NAMESPACES)
+    driver = world.driver(node.url)
     recorded = driver.call("get_recorded", timeout=10)
     assert {e["args"][0]["seq"] for e in recorded} == set(range(N))
     dups = sum(r.duplicates for r in reports)
     world.result(
-        f"{check.total} msgs of 1 KiB, input {input_rate:.0f}/s, server {server_rate:.0f}/s "
+        f"{stream.check.total} msgs of 1 KiB, input {input_rate:.0f}/s, server {server_rate:.0f}/s "
         f"(acks limited to {SERVER_RATE}/s), RSS baseline {baseline / 1024:.1f} MiB, peak "
         f"+{growth_mib:.1f} MiB (bound {RSS_BOUND_MIB}), {dups} duplicates, peak queue depths: "
         f"{queues.text()}"

@@ -4,6 +4,8 @@
   with an HTTP port from ``free_port()``, waits for ``/readyz`` and stops it with SIGTERM.
 * :class:`Device` is a paho client (MQTT 5 or 3.1.1) that records every message on its
   subscriptions and lets a test wait for one (no sleeps).
+* :func:`cli_env` and :func:`run_cli`: the environment every CLI run starts from, and a one-shot
+  ``python -m sio_mqtt.cli`` run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +41,47 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-class GatewayProc:
-    """``sio-mqtt run`` in a subprocess."""
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``SIO_MQTT_*`` variable, plus ``extra``: the
+    CLI reads its settings from such variables, and the developer's own must not reach a test's
+    gateway (a test passes the ones it means in ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIO_MQTT_")}
+    env.update(extra or {})
+    return env
 
-    def __init__(self, config_path: Path, http_port: int, extra_args: list[str] | None = None):
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m sio_mqtt.cli *args`` to completion (``check``, bad configs), text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sio_mqtt.cli", *args],
+        cwd=str(REPO),
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class GatewayProc:
+    """``sio-mqtt run`` in a subprocess, with ``env`` (see :func:`cli_env`); ``cwd`` is where
+    ``python -m`` imports the package from (another checkout runs another version)."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        http_port: int,
+        extra_args: list[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path = REPO,
+    ):
         self.config_path = config_path
         self.http_port = http_port
-        env = dict(os.environ)
-        env.pop("SIO_MQTT_CONFIG", None)
-        env.pop("SIO_MQTT_LOG_LEVEL", None)
-        env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sio_mqtt.cli", "run", "-c", str(config_path)]
             + (extra_args or []),
-            cwd=str(REPO),
-            env=env,
+            cwd=str(cwd),
+            env=cli_env({**(env or {}), "PYTHONUNBUFFERED": "1"}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -68,8 +96,12 @@ class GatewayProc:
 
     def _drain(self, stream: Any) -> None:
         for raw in iter(stream.readline, b""):
-            self._lines.append(raw.decode("utf-8", "replace"))
+            self._add_line(raw.decode("utf-8", "replace"))
         stream.close()
+
+    def _add_line(self, line: str) -> None:
+        """Keep one line of output (called from the reader threads; a subclass adds more)."""
+        self._lines.append(line)
 
     @property
     def output(self) -> str:
@@ -117,13 +149,21 @@ class GatewayProc:
 class Device:
     """A paho test client that records messages; ``expect()`` waits for the next match."""
 
-    def __init__(self, port: int, protocol: int | str = 5, client_id: str | None = None):
+    def __init__(
+        self,
+        port: int,
+        protocol: int | str = 5,
+        client_id: str | None = None,
+        before_connect: Callable[[paho.Client], None] | None = None,
+    ):
         self.v5 = protocol == 5
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"dev-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
         )
+        if before_connect is not None:  # credentials, TLS: see sec_support.SecureDevice
+            before_connect(self.client)
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()

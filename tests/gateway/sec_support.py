@@ -18,16 +18,13 @@ import os
 import shutil
 import ssl
 import subprocess
-import threading
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from gw_support import Device, GatewayProc
-from paho.mqtt.enums import CallbackAPIVersion
 from servers.pki import CertPair
 
 
@@ -45,29 +42,16 @@ class SecureDevice(Device):
         ca_cert: Path | None = None,
         client_cert: CertPair | None = None,
     ) -> None:
-        self.v5 = protocol == 5
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"dev-{uuid.uuid4().hex[:8]}",
-            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if ca_cert is not None:
-            ctx = ssl.create_default_context(cafile=str(ca_cert))
-            if client_cert is not None:
-                ctx.load_cert_chain(str(client_cert.cert), str(client_cert.key))
-            self.client.tls_set_context(ctx)
-        self.messages: list[paho.MQTTMessage] = []
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self._connected = threading.Event()
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_connect = lambda *a: self._connected.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self._connected.wait(10), "device could not connect"
+        def log_in(client: paho.Client) -> None:
+            if username is not None:
+                client.username_pw_set(username, password)
+            if ca_cert is not None:
+                ctx = ssl.create_default_context(cafile=str(ca_cert))
+                if client_cert is not None:
+                    ctx.load_cert_chain(str(client_cert.cert), str(client_cert.key))
+                client.tls_set_context(ctx)
+
+        super().__init__(port, protocol, client_id, before_connect=log_in)
 
 
 def start_gateway(
@@ -79,19 +63,10 @@ def start_gateway(
     extra_args: list[str] | None = None,
 ) -> GatewayProc:
     """Write ``config`` to ``tmp_path/<name>.yaml`` and start ``sio-mqtt run`` with ``env``
-    added to the environment (not waiting for readiness)."""
+    added to its environment (not waiting for readiness)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    saved = {k: os.environ.get(k) for k in env or {}}
-    try:
-        os.environ.update(env or {})
-        return GatewayProc(path, int(config["http"]["port"]), extra_args)
-    finally:  # GatewayProc copied the environment; leave ours as it was
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return GatewayProc(path, int(config["http"]["port"]), extra_args, env=env)
 
 
 def wait_output(gw: GatewayProc, text: str, timeout: float = 15.0, exited_ok: bool = False) -> str:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from gw_support import REPO, Env
+from gw_support import REPO, Env, run_cli
 
 from sio_mqtt import __version__
 from sio_mqtt.cli import main
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIO_MQTT_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "sio_mqtt.cli", *args],
-        cwd=str(REPO),
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_version() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from gw_support import base_config, payload_json
+from gw_support import GatewayProc, base_config, payload_json
 from paho.mqtt.enums import CallbackAPIVersion
 from sec_support import (
     SecureDevice,
@@ -227,21 +227,28 @@ def test_wrong_token_is_refused_clearly(
     assert gw.terminate() == 0
 
 
+def start_refused_by_auth_file(tmp_path: Path, cfg: dict[str, Any]) -> tuple[GatewayProc, Path]:
+    """Start the gateway with a ``socketio.auth_file`` holding a token /admin refuses, and wait
+    for the refusal; the test then fixes the file (returned), which the next attempt must read."""
+    auth_file = tmp_path / "sio-auth.json"
+    auth_file.write_text(json.dumps({"token": "not-yet-valid"}))
+    cfg["socketio"]["auth_file"] = str(auth_file)
+    gw = start_gateway(tmp_path, cfg, env={"SIO_MQTT_MQTT__PASSWORD": GW_PASSWORD})
+    wait_log(gw, "Socket.IO: namespace /admin refused: not authorized")
+    return gw, auth_file
+
+
 def test_auth_file_is_read_again_on_every_reconnect(
     tmp_path: Path, auth_broker: Mosquitto, restartable_node: NodeServer, device: SecureDevice
 ) -> None:
     """Token rotation without restarting the gateway: the file is read on each CONNECT."""
     p = "auth-file"
-    auth_file = tmp_path / "sio-auth.json"
-    auth_file.write_text(json.dumps({"token": "not-yet-valid"}))
     # "/" first: it keeps the connection open while /admin is refused
     # (the next test covers a lone namespace)
     cfg = admin_config(auth_broker, restartable_node.url, p, ("/", "/admin"))
-    cfg["socketio"]["auth_file"] = str(auth_file)
     cfg["socketio"]["auth"] = {"client": "gw"}  # explicit keys are kept (and win)
     device.subscribe(f"{p}/#")
-    gw = start_gateway(tmp_path, cfg, env={"SIO_MQTT_MQTT__PASSWORD": GW_PASSWORD})
-    wait_log(gw, "Socket.IO: namespace /admin refused: not authorized")
+    gw, auth_file = start_refused_by_auth_file(tmp_path, cfg)
     # the operator fixes the file: the gateway's next attempt uses it (no restart)
     auth_file.write_text(json.dumps({"token": ADMIN_TOKEN, "rev": 1}))
     gw.wait_ready()
@@ -258,13 +265,8 @@ def test_auth_file_is_read_again_on_every_reconnect(
 def test_gateway_recovers_when_its_only_namespace_is_accepted_after_a_refusal(
     tmp_path: Path, auth_broker: Mosquitto, node_server_default: NodeServer, device: SecureDevice
 ) -> None:
-    p = "auth-file-first"
-    auth_file = tmp_path / "sio-auth.json"
-    auth_file.write_text(json.dumps({"token": "not-yet-valid"}))
-    cfg = admin_config(auth_broker, node_server_default.url, p)  # /admin first
-    cfg["socketio"]["auth_file"] = str(auth_file)
-    gw = start_gateway(tmp_path, cfg, env={"SIO_MQTT_MQTT__PASSWORD": GW_PASSWORD})
-    wait_log(gw, "Socket.IO: namespace /admin refused: not authorized")
+    cfg = admin_config(auth_broker, node_server_default.url, "auth-file-first")  # /admin first
+    gw, auth_file = start_refused_by_auth_file(tmp_path, cfg)
     auth_file.write_text(json.dumps({"token": ADMIN_TOKEN}))
     try:
         gw.wait_ready(timeout=8)

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_support import REPO, base_config, payload_json
+from gw_support import base_config, payload_json, run_cli
 from sec_support import SecureDevice, make_password_file, start_gateway, wait_output
 from servers.procs import Mosquitto, NodeServer, free_port
 
@@ -198,19 +195,6 @@ def test_failed_logins_and_unreachable_server_show_no_secret(
     wait_output(gw, "Socket.IO: cannot connect namespace")
     assert gw.terminate() == 0
     assert_no_secret(f"sio-mqtt run, unreachable ({fmt})", gw.output)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("SIO_MQTT_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "sio_mqtt.cli", *args],
-        cwd=str(REPO),
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_check_shows_no_secret(tmp_path: Path, broker: Mosquitto) -> None:

@@ -207,15 +207,20 @@ def test_mqtt_wrong_host_name_fails_clearly(
         assert gw.terminate() == 0
 
 
+def assert_broker_refuses(tmp_path: Path, cfg: dict[str, Any], alert: str) -> None:
+    """The broker aborts the gateway's TLS handshake with ``alert`` (paho logs it and
+    reconnects): MQTT stays down, and the gateway still stops cleanly."""
+    gw = start_gateway(tmp_path, cfg)
+    wait_output(gw, alert)
+    assert readyz(gw)["mqtt"] is False
+    assert gw.terminate() == 0
+
+
 def test_broker_refuses_a_client_certificate_of_another_ca(
     tmp_path: Path, world: TlsWorld, tls_broker: Mosquitto, tls_node: NodeServer
 ) -> None:
     cfg = tls_config(world, tls_broker, tls_node.url, "tls-stranger", client_cert=world.stranger)
-    gw = start_gateway(tmp_path, cfg)
-    # the broker aborts the handshake with a TLS alert; paho logs it and reconnects
-    wait_output(gw, "alert unknown ca")
-    assert readyz(gw)["mqtt"] is False
-    assert gw.terminate() == 0
+    assert_broker_refuses(tmp_path, cfg, "alert unknown ca")
 
 
 def test_broker_refuses_a_gateway_without_client_certificate(
@@ -223,10 +228,7 @@ def test_broker_refuses_a_gateway_without_client_certificate(
 ) -> None:
     cfg = tls_config(world, tls_broker, tls_node.url, "tls-nocert")
     del cfg["mqtt"]["tls"]["cert_file"], cfg["mqtt"]["tls"]["key_file"]
-    gw = start_gateway(tmp_path, cfg)
-    wait_output(gw, "certificate required")
-    assert readyz(gw)["mqtt"] is False
-    assert gw.terminate() == 0
+    assert_broker_refuses(tmp_path, cfg, "certificate required")
 
 
 def test_key_not_matching_the_certificate_is_a_config_error(
