@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt
 import paho.mqtt.client as _mc
 from paho.mqtt import _packet
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion, _ConnectionState
+from paho.mqtt import enums as _enums
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -72,7 +73,6 @@ _NO_CONN = MQTTErrorCode.MQTT_ERR_NO_CONN
 _CONN_LOST = MQTTErrorCode.MQTT_ERR_CONN_LOST
 _PROTOCOL = MQTTErrorCode.MQTT_ERR_PROTOCOL
 _MQTTv5 = MQTTProtocolVersion.MQTTv5
-_DISCONNECTED = _ConnectionState.MQTT_CS_DISCONNECTED  # after a disconnect() was carried out
 _PUBLISH = 0x30
 _PUBACK = 0x40
 _DISCONNECT = 0xE0
@@ -121,6 +121,7 @@ _USED_METHODS = (
     "want_write",
 )
 _USED_INSTANCE_ATTRS = (
+    "_state",
     "_sock",
     "_sockpairW",
     "_thread",
@@ -171,6 +172,8 @@ def _check_paho() -> list[str]:
             problems.append(f"paho.mqtt.client.{name} is missing")
     if not hasattr(_mc, "mqtt_ms_wait_for_pubrel"):
         problems.append("paho.mqtt.client.mqtt_ms_wait_for_pubrel is missing")
+    if not hasattr(getattr(_enums, "_ConnectionState", None), "MQTT_CS_DISCONNECTED"):
+        problems.append("paho.mqtt.enums._ConnectionState.MQTT_CS_DISCONNECTED is missing")
     if not isinstance(getattr(_packet, "DECODE_ERRORS", None), tuple):
         problems.append("paho.mqtt._packet.DECODE_ERRORS is missing")
     if not hasattr(Properties, "unpack"):
@@ -190,6 +193,8 @@ if FAST_OK:
     _LOG_DEBUG = _mc.MQTT_LOG_DEBUG
     _LOG_ERR = _mc.MQTT_LOG_ERR
     _WAIT_FOR_PUBREL = _mc.mqtt_ms_wait_for_pubrel
+    #: the state after a disconnect() was carried out
+    _DISCONNECTED = _enums._ConnectionState.MQTT_CS_DISCONNECTED
     _DECODE_ERRORS: tuple[type[BaseException], ...] = _packet.DECODE_ERRORS
     _Message = _mc.MQTTMessage
 
@@ -647,13 +652,13 @@ class FastClient(_mc.Client):
 
     # -- the loop --------------------------------------------------------------------------------
     def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        if not self._fast:
+            return super()._loop(timeout)
         if self._sock is None and self._state == _DISCONNECTED:
             # the DISCONNECT we asked for is written and the socket closed; paho's loop_forever
             # may still come round once more before loop_stop() takes effect, and stock paho
             # logs that round as an error ("Client is not connected"): same result, no log
             return _NO_CONN
-        if not self._fast:
-            return super()._loop(timeout)
         # wake-up bytes written from now on wake *this* iteration's select (or the next one)
         self._fast_wake_pending = False
         self._fast_loop_ident = threading.get_ident()
