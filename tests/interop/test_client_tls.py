@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from servers.procs import NodeServer
-from support import client_threads
+from support import client_threads, wait_until
 
 from sio_mqtt import Client, ConnectError
 
@@ -26,6 +26,9 @@ def test_tls_with_ca_bundle(
         client.connect()
         assert client.call("echo_ack", "secure", b"\x00", timeout=5) == ("secure", b"\x00")
         expected = "polling" if transports == ("polling",) else "websocket"
+        # the upgrade runs in the background after connect(): over TLS it can take longer
+        # than the round trip above (as in test_transport_property_follows_the_mode)
+        wait_until(lambda: client.transport == expected, 5, f"transport {expected}")
         assert client.call("get_transport", timeout=5) == expected
     finally:
         client.disconnect()
