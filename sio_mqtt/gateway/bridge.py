@@ -45,7 +45,10 @@ being published.
 
 **Error reports** go to ``{base_topic}/errors`` (QoS 0, not retained) as
 ``{"route": ..., "topic" | "event": ..., "reason": ...}`` and to the log at WARNING; they never
-include payloads or secrets.
+include payloads or secrets. What the broker refuses is reported the same way: a message over its
+Maximum Packet Size (dropped alone, never sent), a refused subscription (also on ``/readyz``), a
+refused MQTT 5 publish (PUBACK >= 0x80; see :mod:`sio_mqtt.gateway.mqtt`); ``mqtt.shared_group``
+on a broker without shared subscriptions stops the gateway (:attr:`Gateway.fatal`).
 
 **Delivery guarantees** (details and the tests proving them: ``docs/README-reliability.md``):
 

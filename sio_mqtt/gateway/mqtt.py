@@ -75,7 +75,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -283,10 +283,8 @@ class MqttConnection:
             reconnect_on_failure=True,
             manual_ack=True,
         )
-        paho_log = logging.getLogger("sio_mqtt.gateway.paho")
-        if not any(isinstance(f, _PahoNoise) for f in paho_log.filters):
-            paho_log.addFilter(_PahoNoise())
-        client.enable_logger(paho_log)
+        self._paho_log = _PahoLog(logging.getLogger("sio_mqtt.gateway.paho"))
+        client.enable_logger(cast(logging.Logger, self._paho_log))
         if FAST_PROBLEMS:
             log.info("MQTT: paho's fast path is off (stock paho): %s", "; ".join(FAST_PROBLEMS))
         client.max_queued_messages_set(max_queued)
@@ -591,6 +589,7 @@ class MqttConnection:
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._connack_seen = False
+        self._paho_log.last_error = None
         if not self.cfg.tcp_nodelay:
             return
         try:
@@ -760,7 +759,7 @@ class MqttConnection:
                 "MQTT: connection to %s:%d lost (%s); reconnecting",
                 self.cfg.host,
                 self.cfg.port,
-                reason_code,
+                self._disconnect_cause(reason_code),
             )
         elif self._connack_seen:
             # a refused CONNECT: _on_connect said why
@@ -771,12 +770,18 @@ class MqttConnection:
                 "MQTT: the broker at %s:%d closed the connection before answering CONNECT (%s)",
                 self.cfg.host,
                 self.cfg.port,
-                reason_code,
+                self._disconnect_cause(reason_code),
             )
             self._protocol_hint("closed the connection before answering")
         self._connack_seen = False
         if self._on_state_cb is not None and was:
             self._on_state_cb(False)
+
+    def _disconnect_cause(self, reason_code: ReasonCode) -> str:
+        """paho's reason, plus the socket error paho logged for it (see :class:`_PahoLog`)."""
+        error = self._paho_log.last_error
+        self._paho_log.last_error = None
+        return f"{reason_code}; {error}" if error else str(reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.topic == self._probe_topic:
@@ -789,20 +794,30 @@ class MqttConnection:
             client.ack(message.mid, message.qos)  # never leave it in flight forever
 
 
-class _PahoNoise(logging.Filter):
-    """paho's ERROR lines that only repeat what the gateway already said at WARNING (a round of
-    its loop without a socket during an outage, the read error of a lost connection) become
-    DEBUG: one outage, one WARNING (see the module docstring)."""
+class _PahoLog:
+    """The logger paho writes to (its ``enable_logger`` needs only ``log`` and ``isEnabledFor``).
 
-    _NOISE = ("Client is not connected", "failed to receive on socket")
+    paho's ERROR lines that only repeat what the gateway says itself become DEBUG: a round of its
+    loop without a socket (once per reconnect attempt during an outage) and the socket error of
+    a lost connection, which is kept in :attr:`last_error` and named in the gateway's own line
+    (one outage, one WARNING; see the module docstring)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if (
-            record.levelno >= logging.ERROR
-            and isinstance(record.msg, str)
-            and record.msg.startswith(self._NOISE)
-        ):
-            record.levelno = logging.DEBUG
-            record.levelname = "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
+    _NOISE = ("Client is not connected", "failed to receive on socket", "timeout on socket")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        #: the last socket error paho logged (cleared when a new socket opens)
+        self.last_error: str | None = None
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.ERROR and isinstance(msg, str) and msg.startswith(self._NOISE):
+            level = logging.DEBUG
+            if not msg.startswith("Client is not connected"):
+                try:
+                    self.last_error = msg % args if args else msg
+                except (TypeError, ValueError):
+                    self.last_error = msg
+        self._logger.log(level, msg, *args, **kwargs)
