@@ -765,14 +765,18 @@ class MqttConnection:
             # a refused CONNECT: _on_connect said why
             log.debug("MQTT: connection closed after the refusal (%s)", reason_code)
         else:
-            # the socket was open but the broker closed it before any CONNACK
+            # the socket was open but the broker closed it before any CONNACK: a clean close or
+            # a keep-alive timeout may be a 3.1.1-only broker; a socket error (a TLS alert...)
+            # says itself what is wrong
+            socket_error = self._paho_log.last_error
             self._attempt_failed(
                 "MQTT: the broker at %s:%d closed the connection before answering CONNECT (%s)",
                 self.cfg.host,
                 self.cfg.port,
                 self._disconnect_cause(reason_code),
             )
-            self._protocol_hint("closed the connection before answering")
+            if socket_error is None:
+                self._protocol_hint("closed the connection before answering")
         self._connack_seen = False
         if self._on_state_cb is not None and was:
             self._on_state_cb(False)

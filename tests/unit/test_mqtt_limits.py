@@ -62,3 +62,44 @@ def test_limit_keys_default_and_validate() -> None:
         with pytest.raises(ConfigError) as err:
             config_from_mapping(_cfg(**bad))
         assert f"mqtt.{next(iter(bad))}" in "\n".join(err.value.errors)
+
+
+def _connection(**mqtt_keys: Any) -> tuple[Any, list[str]]:
+    """An MqttConnection that never connects (its paho callbacks are called by hand)."""
+    from sio_mqtt.gateway.mqtt import MqttConnection
+
+    cfg = config_from_mapping(_cfg(**mqtt_keys)).mqtt
+    unavailable: list[str] = []
+    conn = MqttConnection(cfg, on_message=lambda m: None, on_shared_unavailable=unavailable.append)
+    return conn, unavailable
+
+
+def _connack(conn: Any, **props: Any) -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    properties = Properties(PacketTypes.CONNACK)
+    for name, value in props.items():
+        setattr(properties, name, value)
+    flags = mqtt.ConnectFlags(session_present=False)
+    conn._on_connect(conn.client, None, flags, ReasonCode(PacketTypes.CONNACK), properties)
+
+
+def test_v5_connack_without_shared_subscriptions_is_reported() -> None:
+    """No MQTT 5 broker in the tests says Shared Subscription Available = 0 (mosquitto has
+    them; the 3.1.1 probe is tested against amqtt): the CONNACK is fed by hand."""
+    conn, unavailable = _connection(shared_group="g")
+    _connack(conn, SharedSubscriptionAvailable=0, MaximumPacketSize=5000)
+    assert conn.shared_available is False
+    assert unavailable and "Shared Subscription Available = 0" in unavailable[0]
+    assert conn.max_packet_size == 5000
+
+
+def test_the_smaller_packet_size_limit_applies() -> None:
+    conn, unavailable = _connection(max_packet_size=3000)
+    _connack(conn, MaximumPacketSize=5000)
+    assert conn.max_packet_size == 3000 and unavailable == []
+    assert conn.shared_available is None  # no shared_group: not checked
+    assert conn.publish("t", b"x" * 4000, qos=1).value == "too_large"
+    assert conn.publish_mid("t", b"x" * 4000, 1, False, None) == "too_large"
