@@ -103,3 +103,25 @@ def test_the_smaller_packet_size_limit_applies() -> None:
     assert conn.shared_available is None  # no shared_group: not checked
     assert conn.publish("t", b"x" * 4000, qos=1).value == "too_large"
     assert conn.publish_mid("t", b"x" * 4000, 1, False, None) == "too_large"
+
+
+def test_a_refused_v5_connect_hints_at_311_once(caplog: pytest.LogCaptureFixture) -> None:
+    """aedes and RabbitMQ 3.x answer an MQTT 5 CONNECT with a CONNACK refusal (no broker in
+    the tests does: amqtt never answers ours, see test_broker_limits): the CONNACK is fed by
+    hand. One WARNING for the refusal, one hint, then DEBUG for every further attempt."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    conn, _ = _connection()
+    flags = mqtt.ConnectFlags(session_present=False)
+    with caplog.at_level("DEBUG", logger="sio_mqtt.gateway.mqtt"):
+        for _ in range(3):
+            refusal = ReasonCode(PacketTypes.CONNACK, "Unsupported protocol version")
+            conn._on_connect(conn.client, None, flags, refusal, None)
+            conn._on_disconnect(conn.client, None, None, ReasonCode(PacketTypes.DISCONNECT), None)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "refused the connection: Unsupported protocol version (0x84)" in warnings[0]
+    assert 'may speak only MQTT 3.1.1; if so, set mqtt.protocol: "3.1.1"' in warnings[1]
+    assert not [r for r in caplog.records if "lost" in r.getMessage()]
+    assert conn.connects == 0
