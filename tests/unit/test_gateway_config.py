@@ -492,6 +492,29 @@ def test_top_level_not_mapping(tmp_path: Path) -> None:
             "mqtt_to_socketio[1].name",
             "already used",
         ),
+        (
+            "mqtt_to_socketio: [{topic: 'a/{event}', retained: keep}]\n",
+            "mqtt_to_socketio[0].retained",
+            "'deliver' or 'ignore'",
+        ),
+        ("mqtt: {topic_safe: loose}\n", "mqtt.topic_safe", "'standard' or 'strict'"),
+        (
+            "socketio_to_mqtt: [{event: a, topic: t, reply_envelope: sometimes}]\n",
+            "socketio_to_mqtt[0].reply_envelope",
+            "'auto', 'always' or 'never'",
+        ),
+        (
+            "socketio_to_mqtt: [{event: a, topic: t, reply: false, reply_envelope: always}]\n",
+            "socketio_to_mqtt[0]",
+            "reply_envelope needs reply: true",
+        ),
+        (
+            "mqtt: {protocol: '3.1.1'}\n"
+            "socketio_to_mqtt: [{event: a, topic: t}, {event: b, topic: u, "
+            "reply_envelope: never}]\n",
+            "socketio_to_mqtt[1].reply_envelope",
+            "'never' needs mqtt.protocol 5",
+        ),
     ],
 )
 def test_error_names_file_and_key(tmp_path: Path, yaml_text: str, key: str, needle: str) -> None:
