@@ -110,15 +110,15 @@ mqtt_to_socketio:
     )
 
 
-@pytest.mark.parametrize("name", ["gateway.yaml", "demo.yaml"])
-def test_shipped_configs_load(name: str) -> None:
-    cfg = load_config(REPO / "config" / name)
+@pytest.mark.parametrize("path", ["config/gateway.yaml", "sio_mqtt/demo/demo.yaml"])
+def test_shipped_configs_load(path: str) -> None:
+    cfg = load_config(REPO / path)
     assert cfg.mqtt_to_socketio and cfg.socketio_to_mqtt
     assert all_namespaces(cfg) == ["/"]
 
 
 def test_demo_config_contents() -> None:
-    cfg = load_config(REPO / "config" / "demo.yaml")
+    cfg = load_config(REPO / "sio_mqtt" / "demo" / "demo.yaml")
     assert cfg.socketio.url == "http://127.0.0.1:3000"
     assert cfg.http.port == 9080 and cfg.mqtt.base_topic == "sio-mqtt"
     topics = {r.event: r.topic for r in cfg.socketio_to_mqtt}
