@@ -778,7 +778,8 @@ def run_demo(args: argparse.Namespace) -> int:
         where = "" if args.config else " (package data missing: reinstall sio-mqtt)"
         print(f"error: demo config {config_path} not found{where}", file=sys.stderr)
         return 2
-    missing = [m for m in ("socketio", "uvicorn") if importlib.util.find_spec(m) is None]
+    needed = {"socketio": "python-socketio", "uvicorn": "uvicorn"}  # module -> distribution
+    missing = [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
     if missing:
         print(
             f"error: the demo's Socket.IO server needs {' and '.join(missing)} (the demo extra): "
