@@ -181,3 +181,24 @@ def test_demo_from_an_installed_wheel(tmp_path: Path) -> None:
     code, out = run_demo(*extra, cwd=elsewhere, pythonpath=site)
     check_common(code, out)
     assert f"gateway config: {site / 'sio_mqtt' / 'demo' / 'demo.yaml'}" in out, out
+
+
+def test_make_demo_installs_only_the_demo_extra(tmp_path: Path) -> None:
+    """``make demo`` on a fresh clone installs the package with the demo extra alone (no test,
+    lint or benchmark tools such as matplotlib); ``make test`` installs everything."""
+    venv = tmp_path / "venv"
+
+    def installs(target: str) -> list[str]:
+        dry = subprocess.run(
+            ["make", "-n", "-B", target, f"VENV={venv}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return [line for line in dry.stdout.splitlines() if "pip install" in line]
+
+    assert installs("demo") == [f"{venv}/bin/python -m pip install -q -e '.[demo]'"]
+    (full,) = installs("install")
+    assert all(extra in full for extra in ("test", "bench", "demo")), full
