@@ -1,15 +1,14 @@
-"""The Engine.IO v4 client: wires the pure session to the transports and the threads.
+"""The Engine.IO v4 client: wires the pure session to the transports, the I/O loop and threads.
 
-Threads (per connection):
-  * one reader: the websocket receive loop, or the polling GET loop;
-  * the polling writer (only while on polling): batches queued packets into POST bodies within
-    ``maxPayload``, one POST in flight; on websocket the caller's thread writes under a lock;
-  * the upgrader (short-lived): probes the websocket and, when the upgrade succeeds, becomes the
-    websocket reader while the polling threads end.
-Ping timeouts are detected by the reader's receive timeout (no timer thread).
+A websocket session (direct or upgraded) has no thread of its own: the process-wide I/O loop
+(:mod:`sio_mqtt.engineio.loop`) reads it and its ping-timeout check is a timer on the loop's
+heap; the caller's thread writes. A polling session keeps two blocking ``requests`` threads
+(the GET reader and the POST writer, one request in flight each) plus a short-lived upgrader
+that probes the websocket and, on success, hands it to the loop while the polling threads end.
 
-Callbacks run on the reader thread: ``on_message(data)`` for every Engine.IO message, then
-``on_close(reason)`` exactly once, with the reference client's reason strings.
+Callbacks run on the loop thread (websocket) or the polling reader: ``on_message(data)`` for
+every Engine.IO message, then ``on_close(reason)`` exactly once, with the reference client's
+reason strings. They must not block.
 """
 
 from __future__ import annotations
@@ -20,6 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import websocket as wsc
+
+from sio_mqtt.engineio.loop import IOLoop, TimerHandle
 from sio_mqtt.engineio.packet import (
     Packet,
     PacketType,
@@ -78,6 +80,7 @@ class EngineIOClient:
         on_close: CloseHandler,
         upgrade: bool = True,
         max_receive: int | None = None,
+        loop: IOLoop,
     ) -> None:
         unknown = [t for t in transports if t not in KNOWN_TRANSPORTS]
         if unknown or not transports:
@@ -100,6 +103,9 @@ class EngineIOClient:
         self._post_in_flight = False
         self._poll_stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._loop = loop
+        self._ping_timer: TimerHandle | None = None
+        self._handshake: wsc.WebSocket | None = None  # a websocket handshake in progress
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -158,15 +164,78 @@ class EngineIOClient:
             self._start(self._upgrader, "upgrader")
 
     def _connect_websocket(self) -> None:
-        ws = WebSocketTransport.open(self.options)
+        ws = self._open_websocket(None, self.options.connect_timeout)
         self._ws = ws
         first = ws.recv(self.options.connect_timeout)
         if first is None:
             raise TimeoutError("no handshake on the websocket")
-        handshake = self.session.open(decode_packet(first), self.transports)
+        with self._cond:
+            if self.session.closed:
+                raise TransportClosed("closed while connecting")
+            handshake = self.session.open(decode_packet(first), self.transports)
         ws.max_message = self.max_receive
         log.debug("engine.io open on websocket, sid=%s", handshake.sid)
-        self._start(self._websocket_reader, "reader", ws)
+        self._attach(ws)
+
+    def _open_websocket(self, sid: str | None, timeout: float) -> WebSocketTransport:
+        """The blocking websocket handshake, abortable from another thread by :meth:`abort`."""
+
+        def hold(ws: wsc.WebSocket) -> None:
+            with self._cond:
+                if self.session.closed:
+                    raise TransportClosed("closed while connecting")
+                self._handshake = ws
+
+        try:
+            return WebSocketTransport.open_with(
+                wsc.WebSocket, self.options, sid=sid, timeout=timeout, on_socket=hold
+            )
+        finally:
+            with self._cond:
+                self._handshake = None
+
+    def abort(self) -> None:
+        """Stop a connect in progress at once (from another thread): a handshake that hangs on
+        a server that never answers fails now instead of after ``connect_timeout``."""
+        with self._cond:
+            self.session.close()
+            handshake = self._handshake
+            self._cond.notify_all()
+        if handshake is not None:
+            handshake.abort()  # type: ignore[no-untyped-call]
+        self._shutdown_transports()
+
+    def _attach(self, ws: WebSocketTransport) -> None:
+        """Hand the websocket to the I/O loop and arm the ping-timeout timer."""
+        ws.attach(self._loop, self._ws_message, self._ws_lost)
+        self._arm_ping_timer()
+
+    def _arm_ping_timer(self) -> None:
+        self._ping_timer = self._loop.call_later(
+            self.session.ping_time_left() + 0.001, self._check_ping
+        )
+
+    def _check_ping(self) -> None:
+        """Loop thread: one timer per session, re-armed for the current deadline (a PING
+        moves the deadline; no timer work per PING)."""
+        if self.session.closed:
+            return
+        if self.session.ping_expired():
+            self._fail(PING_TIMEOUT)
+        else:
+            self._arm_ping_timer()
+
+    def pause_reading(self) -> None:
+        """Stop reading this session's websocket until :meth:`resume_reading` (the consumer
+        is full): TCP pushes back on the server, every other session keeps flowing."""
+        ws = self._ws
+        if ws is not None:
+            ws.pause_reading()
+
+    def resume_reading(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            ws.resume_reading()
 
     def _start(self, target: Callable[..., None], role: str, *args: object) -> None:
         thread = threading.Thread(
@@ -298,7 +367,7 @@ class EngineIOClient:
         probe_timeout = min(self.options.connect_timeout, session.handshake.ping_timeout)  # type: ignore[union-attr]
         ws: WebSocketTransport | None = None
         try:
-            ws = WebSocketTransport.open(self.options, sid=session.sid, timeout=probe_timeout)
+            ws = self._open_websocket(session.sid, probe_timeout)
             ws.max_message = self.max_receive
             with self._cond:
                 if session.closed:
@@ -349,42 +418,32 @@ class EngineIOClient:
         if polling is not None:
             polling.close()
         log.debug("engine.io upgraded to websocket, sid=%s", session.sid)
-        self._websocket_reader(ws)
+        self._attach(ws)
 
     # -- websocket ---------------------------------------------------------------------------
-    def _websocket_reader(self, ws: WebSocketTransport) -> None:
-        session = self.session
-        on_message = self._on_message
-        max_receive = self.max_receive
-        try:
-            while True:
-                data = ws.recv(session.ping_time_left())
-                if data is None:
-                    if session.closed:
-                        return
-                    if session.ping_expired():
-                        self._fail(PING_TIMEOUT)
-                        return
-                    continue
-                if len(data) > max_receive:
-                    raise EngineIOParseError(f"message of {len(data)} bytes exceeds {max_receive}")
-                if data.__class__ is str:
-                    if data[:1] == "4":
-                        on_message(data[1:])
-                        continue
-                    if not self._handle_control(decode_packet(data)):
-                        return
-                else:
-                    on_message(data)
-        except ParseError as exc:
+    def _ws_message(self, data: str | bytes) -> None:
+        """Loop thread: one websocket message."""
+        if data.__class__ is str:
+            if data[:1] == "4":
+                self._on_message(data[1:])
+                return
+            try:
+                self._handle_control(decode_packet(data))
+            except ParseError as exc:
+                self._fail(PARSE_ERROR, exc)
+            except (TransportError, NotConnectedError) as exc:
+                self._fail(TRANSPORT_ERROR, exc)
+        else:
+            self._on_message(data)
+
+    def _ws_lost(self, exc: TransportError | ParseError) -> None:
+        """Loop thread: the websocket failed or the server closed it."""
+        if isinstance(exc, ParseError):
             self._fail(PARSE_ERROR, exc)
-        except TransportClosed as exc:
+        elif isinstance(exc, TransportClosed):
             self._fail(TRANSPORT_CLOSE, exc)
-        except (TransportError, NotConnectedError) as exc:
+        else:
             self._fail(TRANSPORT_ERROR, exc)
-        except Exception as exc:
-            log.exception("engine.io websocket reader failed")
-            self._fail(PARSE_ERROR, exc)
 
     # -- packets -----------------------------------------------------------------------------
     def _handle_packets(self, packets: Sequence[Packet]) -> bool:
@@ -433,6 +492,9 @@ class EngineIOClient:
             log.exception("engine.io close handler failed")
 
     def _shutdown_transports(self) -> None:
+        timer = self._ping_timer
+        if timer is not None:
+            timer.cancel()
         if self._ws is not None:
             self._ws.close()
         if self._polling is not None:
@@ -468,6 +530,8 @@ class EngineIOClient:
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait for this session's threads (all but the caller's own) to end."""
+        if self._loop.in_loop():
+            return  # the loop never waits; polling threads end by themselves once closed
         deadline = time.monotonic() + timeout
         current = threading.current_thread()
         for thread in self._threads:

@@ -1,6 +1,11 @@
 """The Socket.IO client: :class:`Client` (the default namespace and owner of the connection),
-its :class:`Manager` (one Engine.IO connection shared by every namespace, reconnection,
-the dispatcher and scheduler threads) and :meth:`Client.socket` for more namespaces."""
+its :class:`Manager` (one Engine.IO connection shared by every namespace, reconnection) and
+:meth:`Client.socket` for more namespaces.
+
+A client owns no thread: its websocket is read by the process-wide I/O loop, its deadlines
+(ping timeout, ack timeouts, reconnect backoff) are timers on that loop, its handlers run on the
+shared dispatcher pool (in arrival order, one at a time per client) and its (re)connection
+handshakes on the loop's small handshake pool."""
 
 from __future__ import annotations
 
@@ -18,11 +23,12 @@ from sio_mqtt.engineio.client import (
     TRANSPORT_ERROR,
     EngineIOClient,
 )
+from sio_mqtt.engineio.loop import IOLoop, TimerHandle, shared_loop
 from sio_mqtt.engineio.transports.base import TransportOptions
 from sio_mqtt.errors import ConnectError, NotConnectedError
 from sio_mqtt.socketio import packet as json_parser
 from sio_mqtt.socketio.backoff import backoff_delay
-from sio_mqtt.socketio.dispatcher import Dispatcher, Scheduler
+from sio_mqtt.socketio.dispatcher import DispatchPool, SerialQueue, shared_pool
 from sio_mqtt.socketio.packet import Packet, PacketType
 from sio_mqtt.socketio.socket import AuthSource, Socket
 
@@ -54,6 +60,8 @@ class Manager:
         parser: str = "default",
         buffer_size: int = 10_000,
         dispatch_queue_size: int = 10_000,
+        loop: IOLoop | None = None,
+        dispatch_pool: DispatchPool | None = None,
     ) -> None:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme not in ("http", "https", "ws", "wss"):
@@ -99,12 +107,21 @@ class Manager:
             raise ValueError(f"parser must be 'default' or 'msgpack', got {parser!r}")
         self.sockets: dict[str, Socket] = {}
         self.engine: EngineIOClient | None = None
-        self.dispatcher = Dispatcher(dispatch_queue_size)
-        self.scheduler = Scheduler()
+        #: the I/O loop that reads this client's websocket and runs its timers
+        self.loop = loop if loop is not None else shared_loop()
+        self.dispatcher = SerialQueue(
+            dispatch_pool if dispatch_pool is not None else shared_pool(),
+            dispatch_queue_size,
+            never_block=self.loop.in_loop,
+        )
+        self.dispatcher.on_full = self._dispatch_full
+        self.dispatcher.on_drained = self._dispatch_drained
         self._lock = threading.RLock()
         self._closing = False
-        self._reconnect_thread: threading.Thread | None = None
-        self._stop_reconnect = threading.Event()
+        self._held = False  # holding the loop and the pool (between open and close)
+        self._reconnecting = False
+        self._reconnect_timer: TimerHandle | None = None
+        self._attempt = 0
         #: how many times the connection was re-established
         self.reconnects = 0
         self._generation = 0  # counts open() calls; see close()
@@ -119,8 +136,34 @@ class Manager:
 
     @property
     def reconnecting(self) -> bool:
-        thread = self._reconnect_thread
-        return thread is not None and thread.is_alive()
+        return self._reconnecting
+
+    def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
+        """Run ``fn()`` after ``delay`` seconds on the loop (it must not block)."""
+        return self.loop.call_later(delay, fn)
+
+    def _dispatch_full(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.pause_reading()
+
+    def _dispatch_drained(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.resume_reading()
+
+    def _hold(self) -> None:
+        """Keep the loop and the dispatcher pool running for this client (caller holds lock)."""
+        if not self._held:
+            self._held = True
+            self.loop.acquire()
+            self.dispatcher.pool.acquire()
+
+    def _unhold(self) -> None:
+        if self._held:
+            self._held = False
+            self.dispatcher.pool.release()
+            self.loop.release()
 
     def will_reconnect(self, reason: str) -> bool:
         return self.reconnect and not self._closing and reason in RECONNECTABLE
@@ -142,26 +185,29 @@ class Manager:
 
     # -- opening -------------------------------------------------------------------------------
     def open(self) -> bool:
-        """Open the connection if needed; False while a reconnect loop owns that job."""
+        """Open the connection if needed; False while a reconnect loop owns that job.
+
+        Blocks on the caller's thread for the handshake, without holding the lock, so
+        :meth:`close` from another thread aborts it at once."""
         with self._lock:
             if self.engine is not None and not self.engine.session.closed:
                 return True
             if self.reconnecting:
                 return False
-            self._generation += 1  # a close() still running must leave the threads alone
+            self._generation += 1
             self._closing = False
-            self._stop_reconnect.clear()
-            self.dispatcher.start()
-            try:
-                self._connect_engine()
-            except ConnectError:
-                self.dispatcher.stop()
-                self.scheduler.stop()
-                raise
-            return True
+            self._hold()
+        try:
+            self._connect_engine()
+        except ConnectError:
+            with self._lock:
+                if self.engine is None and not self.reconnecting:
+                    self._unhold()
+            raise
+        return True
 
     def _connect_engine(self) -> None:
-        """Make and connect a new Engine.IO session (caller holds the lock)."""
+        """Make and connect a new Engine.IO session (blocking; not under the lock)."""
         decoder = self._decoder_factory()
         sockets = self.sockets
 
@@ -178,13 +224,23 @@ class Manager:
             on_message=on_message,
             on_close=lambda reason: self._on_engine_close(engine, reason),
             upgrade=self.upgrade,
+            loop=self.loop,
         )
-        self.engine = engine
+        with self._lock:
+            if self._closing:
+                raise ConnectError("the client was closed while connecting")
+            self.engine = engine
         try:
             engine.connect()
         except ConnectError:
-            self.engine = None
+            with self._lock:
+                if self.engine is engine:
+                    self.engine = None
             raise
+        with self._lock:
+            if self._closing or self.engine is not engine:
+                engine.close(0)
+                raise ConnectError("the client was closed while connecting")
         self.max_payload = engine.max_payload
 
     # -- losing the connection -------------------------------------------------------------------
@@ -206,58 +262,84 @@ class Manager:
 
     def _start_reconnect(self) -> None:
         with self._lock:
-            if self.reconnecting or self._closing:
+            if self._reconnecting or self._closing:
                 return
-            self._stop_reconnect.clear()
-            thread = threading.Thread(
-                target=self._reconnect_loop, name="sio-mqtt-reconnect", daemon=True
-            )
-            self._reconnect_thread = thread
-            thread.start()
+            self._reconnecting = True
+            self._attempt = 0
+            self._schedule_attempt()
 
     def _notify(self, event: str, *args: Any) -> None:
         for sock in list(self.sockets.values()):
             if sock._active:
                 self.dispatcher.submit(sock._emit_lifecycle, event, args, urgent=True)
 
-    def _reconnect_loop(self) -> None:
-        attempt = 0
-        while True:
-            if self.max_reconnect_attempts is not None and attempt >= self.max_reconnect_attempts:
-                log.warning("reconnection failed after %d attempts", attempt)
-                self._notify("reconnect_failed")
-                for sock in list(self.sockets.values()):
-                    sock._active = False
-                    sock._fail_buffered("reconnection failed")
-                self.close()
+    def _schedule_attempt(self) -> None:
+        """Arm the backoff timer of the next attempt (caller holds the lock); the attempt
+        itself runs on the loop's bounded handshake pool, never on the loop."""
+        delay = backoff_delay(
+            self._attempt, self.reconnect_delay, self.reconnect_delay_max, self.randomization_factor
+        )
+        pool = self.loop.blocking
+        self._reconnect_timer = self.loop.call_later(
+            delay, lambda: pool.submit(self._reconnect_attempt)
+        )
+
+    def _reconnect_attempt(self) -> None:
+        with self._lock:
+            if not self._reconnecting or self._closing:
                 return
-            delay = backoff_delay(
-                attempt, self.reconnect_delay, self.reconnect_delay_max, self.randomization_factor
-            )
-            if self._stop_reconnect.wait(delay):
+            if not any(s._active for s in self.sockets.values()):
+                self._reconnecting = False
                 return
-            attempt += 1
-            self._notify("reconnect_attempt", attempt)
-            try:
-                with self._lock:
-                    if self._closing or not any(s._active for s in self.sockets.values()):
-                        return
-                    self._connect_engine()
-            except ConnectError as exc:
-                log.info("reconnect attempt %d failed: %s", attempt, exc)
-                self._notify("reconnect_error", exc)
-                continue
-            self.reconnects += 1
-            log.info("reconnected after %d attempt(s)", attempt)
-            self._notify("reconnect", attempt)
+            if self.max_reconnect_attempts is not None and (
+                self._attempt >= self.max_reconnect_attempts
+            ):
+                give_up = True
+            else:
+                give_up = False
+                self._attempt += 1
+            attempt = self._attempt
+        if give_up:
+            log.warning("reconnection failed after %d attempts", attempt)
+            self._notify("reconnect_failed")
             for sock in list(self.sockets.values()):
-                if sock._active:
-                    with sock._lock:
-                        try:
-                            sock._send_connect()
-                        except NotConnectedError:
-                            pass  # lost again: the engine's close starts the next loop
+                sock._active = False
+                sock._fail_buffered("reconnection failed")
+            with self._lock:
+                self._reconnecting = False
+            self.close()
             return
+        self._notify("reconnect_attempt", attempt)
+        try:
+            self._connect_engine()
+        except ConnectError as exc:
+            log.info("reconnect attempt %d failed: %s", attempt, exc)
+            with self._lock:
+                if self._closing or not self._reconnecting:
+                    return
+            self._notify("reconnect_error", exc)
+            with self._lock:
+                if not self._closing and self._reconnecting:
+                    if self.max_reconnect_attempts is not None and (
+                        attempt >= self.max_reconnect_attempts
+                    ):
+                        self._reconnect_timer = None
+                        self.loop.blocking.submit(self._reconnect_attempt)
+                    else:
+                        self._schedule_attempt()
+            return
+        with self._lock:
+            self._reconnecting = False
+            self.reconnects += 1
+        log.info("reconnected after %d attempt(s)", attempt)
+        self._notify("reconnect", attempt)
+        for sock in list(self.sockets.values()):
+            if sock._active:
+                with sock._lock:
+                    try:
+                        sock._send_connect()
+                    except NotConnectedError:
+                        pass  # lost again: the engine's close starts the next round
 
     # -- closing ---------------------------------------------------------------------------------
     def release(self, socket: Socket) -> None:
@@ -267,28 +349,26 @@ class Manager:
         self.close()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the connection and end every thread this client started."""
+        """Close the connection (aborting a handshake in progress) and let go of the loop and
+        the pool; waits (up to ``timeout``) for the handlers already queued, never for a
+        hanging connect."""
         with self._lock:
             self._closing = True
-            self._stop_reconnect.set()
+            self._reconnecting = False
+            timer = self._reconnect_timer
+            self._reconnect_timer = None
             engine = self.engine
-            reconnect_thread = self._reconnect_thread
             generation = self._generation
+        if timer is not None:
+            timer.cancel()
         if engine is not None:
-            engine.close(timeout)
-        current = threading.current_thread()
-        if reconnect_thread is not None and reconnect_thread is not current:
-            reconnect_thread.join(timeout)
+            engine.close(min(timeout, 1.0))
+        self.dispatcher.drain(timeout)
         with self._lock:
             # connect() may have opened a new connection meanwhile (e.g. right after a
-            # refusal closed the old one): then the helper threads are its, not ours to stop
-            if self._generation != generation:
-                return
-            dispatcher_thread = self.dispatcher.request_stop()
-            self.scheduler.stop(0)
-        self.scheduler.join(timeout)
-        if dispatcher_thread is not None:
-            self.dispatcher.wait_stopped(dispatcher_thread, timeout)
+            # refusal closed the old one): then the holds are its, not ours to release
+            if self._generation == generation and self._closing:
+                self._unhold()
 
 
 class Client(Socket):
@@ -320,7 +400,10 @@ class Client(Socket):
         parser: str = "default",
         buffer_size: int = 10_000,
         dispatch_queue_size: int = 10_000,
+        loop: IOLoop | None = None,
+        dispatch_pool: DispatchPool | None = None,
     ) -> None:
+        """``loop`` / ``dispatch_pool``: private ones instead of the process-wide ones."""
         parts = urllib.parse.urlsplit(url)
         if parts.path not in ("", "/") and namespace == "/":
             namespace = parts.path  # io("http://host/admin") means namespace /admin, as in JS
@@ -342,6 +425,8 @@ class Client(Socket):
             parser=parser,
             buffer_size=buffer_size,
             dispatch_queue_size=dispatch_queue_size,
+            loop=loop,
+            dispatch_pool=dispatch_pool,
         )
         super().__init__(manager, namespace, auth)
         manager.sockets[namespace] = self

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sio_mqtt.engineio.loop import TimerHandle
 from sio_mqtt.engineio.packet import check_message_sizes
 from sio_mqtt.errors import (
     AckCancelled,
@@ -29,7 +30,6 @@ from sio_mqtt.errors import (
     PayloadTooLargeError,
     ReservedEventError,
 )
-from sio_mqtt.socketio.dispatcher import Timer
 from sio_mqtt.socketio.packet import RESERVED_EVENTS, Packet, PacketType
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class PendingAck:
         self.future = future
         self.callback = callback
         self.sent = False
-        self.timer: Timer | None = None
+        self.timer: TimerHandle | None = None
         self.messages: list[str | bytes] = []
 
 
@@ -435,7 +435,7 @@ class Socket:
             self._acks[ack_id] = pending
         messages = self._manager.encode_event(self._namespace, event, args, ack_id)
         if timeout is not None:
-            pending.timer = self._manager.scheduler.call_later(
+            pending.timer = self._manager.call_later(
                 timeout, lambda: self._ack_timed_out(ack_id, timeout)
             )
         try:
