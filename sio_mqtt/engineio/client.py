@@ -508,7 +508,10 @@ class EngineIOClient:
                 self.close_reason = IO_CLIENT_DISCONNECT
             queued = list(self._queue)
             self._queue.clear()
+            handshake = self._handshake
             self._cond.notify_all()
+        if handshake is not None:  # a connect in progress: fail it now, not at its timeout
+            handshake.abort()  # type: ignore[no-untyped-call]
         if first:
             self._say_goodbye(queued)
             self._shutdown_transports()

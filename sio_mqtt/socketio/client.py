@@ -122,6 +122,8 @@ class Manager:
         self._reconnecting = False
         self._reconnect_timer: TimerHandle | None = None
         self._attempt = 0
+        self._connecting: threading.Event | None = None  # set once an open() in flight ends
+        self._connect_failure: str | None = None
         #: how many times the connection was re-established
         self.reconnects = 0
         self._generation = 0  # counts open() calls; see close()
@@ -188,23 +190,66 @@ class Manager:
         """Open the connection if needed; False while a reconnect loop owns that job.
 
         Blocks on the caller's thread for the handshake, without holding the lock, so
-        :meth:`close` from another thread aborts it at once."""
+        :meth:`close` from another thread aborts it at once; a second caller meanwhile
+        waits for the first one's outcome."""
         with self._lock:
-            if self.engine is not None and not self.engine.session.closed:
+            engine = self.engine
+            if engine is not None and engine.connected:
                 return True
             if self.reconnecting:
                 return False
-            self._generation += 1
-            self._closing = False
-            self._hold()
+            pending = self._connecting
+            mine = pending is None
+            if pending is None:
+                pending = self._connecting = threading.Event()
+                self._generation += 1
+                self._closing = False
+                self._hold()
+        if not mine:
+            pending.wait(self.connect_timeout + 1.0)
+            with self._lock:
+                engine = self.engine
+                if engine is not None and engine.connected:
+                    return True
+                error = self._connect_failure
+            raise ConnectError(error or "the connection could not be opened")
         try:
             self._connect_engine()
-        except ConnectError:
+        except ConnectError as exc:
             with self._lock:
+                self._connect_failure = exc.message
                 if self.engine is None and not self.reconnecting:
                     self._unhold()
             raise
+        finally:
+            with self._lock:
+                self._connecting = None
+            pending.set()
         return True
+
+    def open_in_background(self, done: Callable[[ConnectError | None], None]) -> None:
+        """:meth:`open` on the loop's handshake pool: ``done(None)`` once open (at once when
+        it already is), ``done(error)`` when it failed; nothing while a reconnection owns it
+        (that one sends the namespaces' CONNECT)."""
+
+        def run() -> None:
+            try:
+                opened = self.open()
+            except ConnectError as exc:
+                done(exc)
+                return
+            if opened:
+                done(None)
+
+        with self._lock:
+            engine = self.engine
+            ready = engine is not None and engine.connected
+            if not ready and self.reconnecting:
+                return
+        if ready:
+            done(None)
+        else:
+            self.loop.blocking.submit(run)
 
     def _connect_engine(self) -> None:
         """Make and connect a new Engine.IO session (blocking; not under the lock)."""

@@ -318,13 +318,22 @@ class Socket:
         return handler
 
     # -- connect / disconnect ----------------------------------------------------------------
-    def connect(self, timeout: float | None = None) -> None:
+    def connect(self, timeout: float | None = None, *, wait: bool = True) -> None:
         """Connect this namespace (opening the shared connection first if needed).
 
         Blocks until the server accepts it; raises :class:`ConnectError` when the server
         refuses, the transport cannot be opened, or ``timeout`` (default: the client's
-        ``connect_timeout``) passes.
+        ``connect_timeout``) passes. ``wait=False`` returns at once: the handshake runs on
+        the loop's bounded handshake pool and the ``connect`` / ``connect_error`` events
+        tell the outcome (10,000 clients connect without 10,000 threads).
         """
+        if not wait:
+            with self._lock:
+                if self._state is not SocketState.DISCONNECTED or self._active:
+                    return
+                self._active = True
+            self._manager.open_in_background(self._opened_in_background)
+            return
         manager = self._manager
         timeout = manager.connect_timeout if timeout is None else timeout
         with self._lock:
@@ -361,6 +370,23 @@ class Socket:
             error = self._connect_error
         if error is not None:
             raise error
+
+    def _opened_in_background(self, error: ConnectError | None) -> None:
+        """Handshake pool: the shared connection is open (send CONNECT) or failed."""
+        if error is None:
+            with self._lock:
+                if self._active and self._state is SocketState.DISCONNECTED:
+                    try:
+                        self._send_connect()
+                    except NotConnectedError:
+                        pass  # lost already: the manager's reconnection sends it again
+            return
+        with self._lock:
+            if not self._active:
+                return
+            self._active = False
+        log.info("namespace %s not connected: %s", self._namespace, error.message)
+        self._manager.dispatcher.submit(self._emit_lifecycle, "connect_error", (error,))
 
     def disconnect(self) -> None:
         """Leave this namespace ("io client disconnect"); the connection closes when no
