@@ -44,7 +44,7 @@ async function main() {
   }
   await allConnected;
   const connectS = now() - t0;
-  await sleep(1000);
+  await sleep(3000); // steady state, as on the Python side
   const [rss1, threads1] = status();
   const t1 = now();
   sockets[0].emit("broadcast", { event: "bcast", args: [1] });

@@ -34,6 +34,7 @@ from benchmarks.common import print_result
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE.parent / "tests" / "servers" / "node"
 TIMEOUT = 600.0
+STEADY = 3.0  # seconds after the last connect before RSS and threads are read (all impls)
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -91,7 +92,7 @@ def run_ours(url: str, n: int, hold: float) -> dict[str, Any]:
     if not connected.wait_for(n, TIMEOUT):
         raise SystemExit(f"only {connected.value} of {n} connected ({errors.value} errors)")
     connect_s = time.monotonic() - t0
-    time.sleep(1.0)  # let the handshake pool's idle workers end: steady state
+    time.sleep(STEADY)  # the handshake pool's idle workers end: steady state
     rss1, threads1 = proc_status()
     t1 = time.monotonic()
     clients[0].emit("broadcast", {"event": "bcast", "args": [1]})
@@ -154,7 +155,7 @@ def run_pysio_async(url: str, n: int, hold: float) -> dict[str, Any]:
         )
         await asyncio.wait_for(all_connected.wait(), TIMEOUT)
         connect_s = time.monotonic() - t0
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(STEADY)
         rss1, threads1 = proc_status()
         t1 = time.monotonic()
         await clients[0].emit("broadcast", {"event": "bcast", "args": [1]})

@@ -53,7 +53,7 @@ class TimerHandle:
 class IOLoop:
     """One selector thread plus one timer heap, shared by every connection that holds it."""
 
-    def __init__(self, name: str = "sio-mqtt-loop", handshake_workers: int = 8) -> None:
+    def __init__(self, name: str = "sio-mqtt-loop", handshake_workers: int = 16) -> None:
         self.name = name
         self._lock = threading.Lock()
         self._refs = 0
