@@ -39,7 +39,7 @@ from sio_mqtt.engineio.transports.base import (
     redact,
 )
 from sio_mqtt.engineio.transports.polling import BadPollBody, PollingTransport
-from sio_mqtt.engineio.transports.websocket import WebSocketTransport
+from sio_mqtt.engineio.transports.websocket import Handshake, WebSocketTransport
 from sio_mqtt.errors import (
     ConnectError,
     EngineIOParseError,
@@ -105,7 +105,7 @@ class EngineIOClient:
         self._threads: list[threading.Thread] = []
         self._loop = loop
         self._ping_timer: TimerHandle | None = None
-        self._handshake: wsc.WebSocket | None = None  # a websocket handshake in progress
+        self._handshake: Handshake | None = None  # a websocket handshake in progress
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -180,7 +180,7 @@ class EngineIOClient:
     def _open_websocket(self, sid: str | None, timeout: float) -> WebSocketTransport:
         """The blocking websocket handshake, abortable from another thread by :meth:`abort`."""
 
-        def hold(ws: wsc.WebSocket) -> None:
+        def hold(ws: Handshake) -> None:
             with self._cond:
                 if self.session.closed:
                     raise TransportClosed("closed while connecting")
@@ -202,7 +202,7 @@ class EngineIOClient:
             handshake = self._handshake
             self._cond.notify_all()
         if handshake is not None:
-            handshake.abort()  # type: ignore[no-untyped-call]
+            handshake.abort()
         self._shutdown_transports()
 
     def _attach(self, ws: WebSocketTransport) -> None:
@@ -511,7 +511,7 @@ class EngineIOClient:
             handshake = self._handshake
             self._cond.notify_all()
         if handshake is not None:  # a connect in progress: fail it now, not at its timeout
-            handshake.abort()  # type: ignore[no-untyped-call]
+            handshake.abort()
         if first:
             self._say_goodbye(queued)
             self._shutdown_transports()

@@ -95,6 +95,7 @@ class IOLoop:
         self._wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0)
+        self.blocking.join(0.25)  # idle handshake workers end at once; a hanging one is not waited
 
     @property
     def holders(self) -> int:

@@ -38,7 +38,13 @@ from sio_mqtt.engineio.transports.base import (
 )
 from sio_mqtt.errors import ParseError
 
-__all__ = ["WebSocketTransport", "encode_frame", "mask_payload", "websocket_connect_options"]
+__all__ = [
+    "Handshake",
+    "WebSocketTransport",
+    "encode_frame",
+    "mask_payload",
+    "websocket_connect_options",
+]
 
 log = logging.getLogger("sio_mqtt.engineio")
 
@@ -97,6 +103,27 @@ def websocket_connect_options(options: TransportOptions, timeout: float) -> dict
                 urllib.parse.unquote(proxy.password or ""),
             )
     return kwargs
+
+
+class Handshake:
+    """A websocket handshake in progress, abortable from another thread: :meth:`abort` shuts
+    its socket down (a blocked ``recv`` fails at once) and makes a TCP connect that is still
+    running fail as soon as it returns. (websocket-client's own ``abort`` only acts once the
+    handshake is complete.)"""
+
+    def __init__(self, ws: wsc.WebSocket) -> None:
+        self.ws = ws
+        self.sock: socket.socket | None = None
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        for sock in (self.sock, self.ws.sock):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except (OSError, AttributeError):
+                    pass
 
 
 class WebSocketTransport:
@@ -164,15 +191,16 @@ class WebSocketTransport:
         options: TransportOptions,
         sid: str | None = None,
         timeout: float | None = None,
-        on_socket: Callable[[wsc.WebSocket], None] | None = None,
+        on_socket: Callable[[Handshake], None] | None = None,
     ) -> WebSocketTransport:
-        """The blocking handshake; ``on_socket`` receives the websocket-client object before
-        it connects, so another thread can abort a handshake that hangs (``ws.abort()``)."""
+        """The blocking handshake; ``on_socket`` receives it as a :class:`Handshake` before it
+        starts, so another thread can abort it when it hangs."""
         params = {"transport": "websocket"}
         if sid:
             params["sid"] = sid
         url = options.endpoint("ws", **params)
-        kwargs = websocket_connect_options(options, timeout or options.connect_timeout)
+        timeout = timeout or options.connect_timeout
+        kwargs = websocket_connect_options(options, timeout)
         ws = make(
             sockopt=kwargs.pop("sockopt"),
             sslopt=kwargs.pop("sslopt", None),
@@ -180,9 +208,20 @@ class WebSocketTransport:
             skip_utf8_validation=kwargs.pop("skip_utf8_validation"),
         )
         ws.settimeout(kwargs.pop("timeout"))
+        handshake = Handshake(ws)
         if on_socket is not None:
-            on_socket(ws)
+            on_socket(handshake)
+        parts = urllib.parse.urlsplit(url)
         try:
+            if parts.scheme == "ws" and "http_proxy_host" not in kwargs:
+                # plain and direct: our own TCP connect, so an abort during it is seen
+                sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                handshake.sock = sock
+                if handshake.aborted:
+                    sock.close()
+                    raise TransportClosed("websocket connect aborted")
+                kwargs["socket"] = sock
             ws.connect(url, **kwargs)  # type: ignore[no-untyped-call]
         except wsc.WebSocketBadStatusException as exc:
             ws.shutdown()  # type: ignore[no-untyped-call]
