@@ -115,6 +115,16 @@ class EngineIOClient:
         return not self.session.closed and self.session.handshake is not None
 
     @property
+    def writable(self) -> bool:
+        """True when a write goes out now: the websocket is up, or polling has no POST in
+        flight and no upgrade pause (the reference client's ``transport.writable``)."""
+        if self.session.closed or self.session.handshake is None:
+            return False
+        if self._ws is not None:
+            return True
+        return not self._post_in_flight and not self._paused
+
+    @property
     def max_payload(self) -> int:
         """The server's ``maxPayload`` (bytes per message on a websocket, per body on polling)."""
         return self.session.max_payload

@@ -318,49 +318,86 @@ class Socket:
         return handler
 
     # -- connect / disconnect ----------------------------------------------------------------
-    def connect(self, timeout: float | None = None) -> None:
+    @property
+    def active(self) -> bool:
+        """True while this namespace is meant to be connected: connecting, connected, or
+        waiting for the client's reconnection (as ``socket.active`` in the reference client)."""
+        return self._active
+
+    def connect(
+        self, timeout: float | None = None, *, wait: bool = True, retry: bool = False
+    ) -> None:
         """Connect this namespace (opening the shared connection first if needed).
 
-        Blocks until the server accepts it; raises :class:`ConnectError` when the server
-        refuses, the transport cannot be opened, or ``timeout`` (default: the client's
-        ``connect_timeout``) passes.
+        By default blocks until the server accepts it and raises :class:`ConnectError` (after
+        a ``connect_error`` event) when the server refuses, the transport cannot be opened, or
+        ``timeout`` (default: the client's ``connect_timeout``) passes.
+
+        ``wait=False`` returns at once: the connection opens in the background and a failed
+        open follows the reconnection policy (``connect_error``, ``reconnect_attempt(n)``,
+        ``reconnect_error(err)``, finally ``reconnect_failed()``), as the reference client's
+        ``io()`` does. ``retry=True`` applies that policy while blocking and raises after the
+        last attempt (``timeout`` then bounds the whole series; default: no bound).
         """
         manager = self._manager
-        timeout = manager.connect_timeout if timeout is None else timeout
         with self._lock:
             if self._state is SocketState.CONNECTED:
                 return
-            waiter = threading.Event()
-            self._connect_waiter = waiter
+            waiter = threading.Event() if wait else None
+            if wait or self._connect_waiter is None:
+                self._connect_waiter = waiter
             self._connect_error = None
             self._active = True
-        try:
-            opened = manager.open()  # False: a reconnect loop will send our CONNECT
-            with self._lock:
-                if opened and self._state is SocketState.DISCONNECTED:
-                    self._send_connect()
-        except NotConnectedError as exc:
-            if not manager.reconnecting:
+        if waiter is None:
+            manager.connect_socket(self, block=False)
+            return
+        if retry:
+            manager.connect_socket(self, block=False)
+        else:
+            timeout = manager.connect_timeout if timeout is None else timeout
+            try:
+                manager.connect_socket(self, block=True)
+            except ConnectError:
                 with self._lock:
                     self._active = False
-                    self._connect_waiter = None
-                raise ConnectError(f"connection lost while connecting: {exc}") from exc
-        except ConnectError:
-            with self._lock:
-                self._active = False
-                self._connect_waiter = None
-            raise
+                    if self._connect_waiter is waiter:
+                        self._connect_waiter = None
+                manager.release(self)
+                raise
         if not waiter.wait(timeout):
             with self._lock:
                 self._active = False
                 self._connect_waiter = None
                 self._state = SocketState.DISCONNECTED
+            error = ConnectError(
+                f"namespace {self._namespace!r} not connected within {timeout:g} s"
+            )
+            self._fire("connect_error", (error,))
             manager.release(self)
-            raise ConnectError(f"namespace {self._namespace!r} not connected within {timeout:g} s")
-        with self._lock:
-            error = self._connect_error
-        if error is not None:
             raise error
+        with self._lock:
+            refused = self._connect_error
+        if refused is not None:
+            raise refused
+
+    def _abort_connect(self, error: ConnectError) -> None:
+        """Wake a ``connect()`` waiting for this namespace with ``error``."""
+        with self._lock:
+            waiter = self._connect_waiter
+            self._connect_waiter = None
+            if waiter is not None:
+                self._connect_error = error
+        if waiter is not None:
+            waiter.set()
+
+    def _abandon(self, error: ConnectError) -> None:
+        """Nothing will connect this namespace any more (the client gave up)."""
+        with self._lock:
+            self._active = False
+            if self._state is SocketState.CONNECTING:
+                self._state = SocketState.DISCONNECTED
+        self._abort_connect(error)
+        self._fail_buffered(error.message)
 
     def disconnect(self) -> None:
         """Leave this namespace ("io client disconnect"); the connection closes when no
@@ -374,6 +411,7 @@ class Socket:
                 self._manager.send(self._namespace, Packet(PacketType.DISCONNECT, self._namespace))
             except NotConnectedError:
                 pass
+        self._abort_connect(ConnectError("disconnected while connecting"))
         self._on_lost(IO_CLIENT_DISCONNECT, was)
         self._manager.release(self)
 
@@ -606,7 +644,7 @@ class Socket:
             self._state = SocketState.CONNECTED
             waiter = self._connect_waiter
             self._connect_waiter = None
-        self._manager.dispatcher.submit(self._emit_lifecycle, "connect", ())
+        self._fire("connect", ())
         if waiter is not None:
             waiter.set()
 
@@ -618,7 +656,7 @@ class Socket:
             self._connect_waiter = None
             self._connect_error = error
         log.info("namespace %s refused: %s", self._namespace, error.message)
-        self._manager.dispatcher.submit(self._emit_lifecycle, "connect_error", (error,))
+        self._fire("connect_error", (error,))
         if waiter is not None:
             waiter.set()
         self._manager.release(self)
@@ -653,9 +691,7 @@ class Socket:
                     AckCancelled(f"connection lost before the ack arrived ({reason})")
                 )
         if was is SocketState.CONNECTED:
-            self._manager.dispatcher.submit(
-                self._emit_lifecycle, "disconnect", (reason,), urgent=True
-            )
+            self._fire("disconnect", (reason,), urgent=True)
 
     def _fail_buffered(self, reason: str) -> None:
         """The socket will never reconnect: fail the acks still waiting in the buffer."""
@@ -671,10 +707,12 @@ class Socket:
                 pending.future.set_exception(AckCancelled(reason))
 
     # -- running handlers (dispatcher thread) --------------------------------------------------
-    def _emit_lifecycle(self, event: str, args: tuple[Any, ...]) -> None:
+    def _fire(self, event: str, args: tuple[Any, ...], urgent: bool = False) -> None:
+        """Run the handler of lifecycle ``event`` on the dispatcher: the one registered now,
+        as the event happens (one registered later is not called for it, as in JS)."""
         entry = self._handlers.get(event)
         if entry is not None:
-            entry[0](*args)
+            self._manager.dispatcher.submit(entry[0], *args, urgent=urgent)
 
     def _run_event(self, event: str, args: list[Any], ack_id: int | None) -> None:
         ack = Ack(lambda values: self._send_ack(ack_id, values)) if ack_id is not None else None
