@@ -28,6 +28,7 @@ from sio_mqtt.engineio.packet import (
     decode_packet,
     decode_payload,
     encode_packet,
+    encode_payload,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.base import (
@@ -432,6 +433,12 @@ class EngineIOClient:
             log.info("engine.io session %s closed: %s (%s)", self.sid, reason, exc)
         else:
             log.info("engine.io session %s closed: %s", self.sid, reason)
+        if reason == PARSE_ERROR and self._ws is None and self._polling is not None:
+            # the server would keep the session for pingInterval + pingTimeout: end it now
+            try:
+                self._post_close((), wait=1.0)
+            except (TransportError, TimeoutError, OSError, BadPollBody):
+                log.debug("could not send CLOSE after the parse error", exc_info=True)
         self._shutdown_transports()
         self._poll_stopped.set()
         self._notify_close(reason)
@@ -471,10 +478,24 @@ class EngineIOClient:
             if ws is not None:
                 ws.send([encode_packet(p) for p in [*queued, _CLOSE_PACKET]])
             elif self._polling is not None and self.session.handshake is not None:
-                for body in batch_payloads([*queued, _CLOSE_PACKET], self.session.max_payload):
-                    self._polling.post(body)
+                self._post_close(queued)
         except (TransportError, TimeoutError, OSError, BadPollBody):
             log.debug("could not send CLOSE", exc_info=True)
+
+    def _post_close(self, queued: Sequence[Packet], wait: float = 5.0) -> None:
+        """On polling: the queued packets, then CLOSE in a POST of its own, as the reference
+        client does. In one body the server ends the session before it handles the packets
+        before the CLOSE (a namespace DISCONNECT would count as "transport close")."""
+        polling = self._polling
+        assert polling is not None
+        deadline = time.monotonic() + wait
+        with self._cond:  # the server refuses a POST overlapping the writer's
+            while self._post_in_flight and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+        if queued:
+            for body in batch_payloads(list(queued), self.session.max_payload):
+                polling.post(body)
+        polling.post(encode_payload([_CLOSE_PACKET]))
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait for this session's threads (all but the caller's own) to end."""
