@@ -152,12 +152,74 @@ class PendingAck:
 
     __slots__ = ("callback", "future", "messages", "sent", "timer")
 
-    def __init__(self, future: Future[Any] | _CallWaiter, callback: Handler | None) -> None:
+    def __init__(
+        self, future: Future[Any] | _CallWaiter | _RetryTry, callback: Handler | None
+    ) -> None:
         self.future = future
         self.callback = callback
         self.sent = False
         self.timer: Timer | None = None
         self.messages: list[str | bytes] = []
+
+
+class _Queued:
+    """An emit of the retry queue (``retries=``): resent with a new ack id until acked."""
+
+    __slots__ = ("args", "callback", "event", "future", "pending", "timeout", "tries")
+
+    def __init__(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        future: Future[Any] | None,
+        callback: Handler | None,
+        timeout: float | None,
+    ) -> None:
+        self.event = event
+        self.args = args
+        self.future = future
+        self.callback = callback  # run by the ack of the try that succeeds
+        self.timeout = timeout
+        self.pending = False  # a try is in flight
+        self.tries = 0
+
+    def succeed(self, value: Any) -> None:
+        if self.future is not None and not self.future.done():
+            try:
+                self.future.set_result(value)
+            except Exception:  # cancelled by the user meanwhile
+                pass
+
+    def fail(self, error: BaseException) -> None:
+        if self.future is not None and not self.future.done():
+            try:
+                self.future.set_exception(error)
+            except Exception:
+                pass
+
+
+class _RetryTry:
+    """The ack slot of one try of a queued emit: resolving it moves the queue on."""
+
+    __slots__ = ("_done", "_item", "_socket")
+
+    def __init__(self, socket: Socket, item: _Queued) -> None:
+        self._socket = socket
+        self._item = item
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self._done = True
+            self._socket._retry_try_done(self._item, value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._socket._retry_try_done(self._item, None, error)
 
 
 class Ack:
@@ -221,9 +283,13 @@ class Socket:
         self.recovered = False
         self._acks: dict[int, PendingAck] = {}
         self._next_ack_id = 0
-        self._buffer: collections.deque[tuple[list[str | bytes], PendingAck | None]] = (
-            collections.deque()
-        )
+        self._buffer: collections.deque[
+            tuple[list[str | bytes], PendingAck | None, tuple[str, tuple[Any, ...]] | None]
+        ] = collections.deque()
+        self._retry_queue: collections.deque[_Queued] = collections.deque()
+        self._out_handlers: list[Handler] = []
+        #: volatile emits dropped because the connection could not take them
+        self.volatile_dropped = 0
         self._connect_waiter: threading.Event | None = None
         self._connect_error: ConnectError | None = None
 
@@ -316,6 +382,50 @@ class Socket:
             return register
         register(handler)
         return handler
+
+    def prepend_any(self, handler: Handler, *, with_ack: bool = False) -> Handler:
+        """As :meth:`on_any`, but runs before the catch-alls registered so far."""
+        self._any_handlers.insert(0, (handler, with_ack))
+        return handler
+
+    def off_any(self, handler: Handler | None = None) -> None:
+        """Remove catch-all ``handler`` (its first registration), or all of them."""
+        if handler is None:
+            self._any_handlers.clear()
+            return
+        for i, (fn, _) in enumerate(self._any_handlers):
+            if fn is handler or fn == handler:
+                del self._any_handlers[i]
+                return
+
+    def on_any_outgoing(self, handler: Handler | None = None) -> Any:
+        """Register ``handler(event, *args)`` for every event this socket sends (binary
+        included; each try in retry mode; not a dropped volatile emit). It runs on the
+        dispatcher, in send order (also usable as a decorator)."""
+
+        def register(fn: F) -> F:
+            self._out_handlers.append(fn)
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return handler
+
+    def prepend_any_outgoing(self, handler: Handler) -> Handler:
+        """As :meth:`on_any_outgoing`, but runs before those registered so far."""
+        self._out_handlers.insert(0, handler)
+        return handler
+
+    def off_any_outgoing(self, handler: Handler | None = None) -> None:
+        """Remove outgoing catch-all ``handler`` (its first registration), or all of them."""
+        if handler is None:
+            self._out_handlers.clear()
+            return
+        for i, fn in enumerate(self._out_handlers):
+            if fn is handler or fn == handler:
+                del self._out_handlers[i]
+                return
 
     # -- connect / disconnect ----------------------------------------------------------------
     @property
@@ -440,12 +550,23 @@ class Socket:
             self._refused(ConnectError(f"the CONNECT packet (auth) is too large: {exc}"))
 
     # -- emitting ----------------------------------------------------------------------------
-    def emit(self, event: str, *args: Any) -> None:
+    def emit(self, event: str, *args: Any, volatile: bool = False) -> None:
         """Send an event; bytes anywhere in ``args`` make it a binary event. While
-        disconnected it is buffered (bounded) and sent in order after (re)connecting."""
+        disconnected it is buffered (bounded) and sent in order after (re)connecting.
+
+        ``volatile=True``: dropped instead (not buffered) when not connected or when the
+        transport cannot take a write right now, as the reference client's ``volatile``.
+        In retry mode (``retries=``) every other emit waits for its ack, see the README."""
         if event in RESERVED_EVENTS or event.__class__ is not str:
             raise ReservedEventError(f"{event!r} is reserved or not a string event name")
-        self._send_or_buffer(self._manager.encode_event(self._namespace, event, args, None), None)
+        if volatile:
+            if not self._volatile_ok(event):
+                return
+        elif self._retries:
+            self._enqueue_retry(event, args, None, None, None)
+            return
+        messages = self._manager.encode_event(self._namespace, event, args, None)
+        self._send_or_buffer(messages, None, (event, args) if self._out_handlers else None)
 
     def emit_with_ack(
         self,
@@ -453,14 +574,40 @@ class Socket:
         *args: Any,
         timeout: float | None = None,
         callback: Handler | None = None,
+        volatile: bool = False,
     ) -> Future[Any]:
         """Send an event asking for an ack; returns a Future of the ack's value (None, the
         value, or a tuple for several). ``callback(*ack_args)`` runs on the dispatcher.
-        The future fails with AckTimeout after ``timeout`` and with AckCancelled at once when
-        the connection is lost after the event was sent."""
+        The future fails with AckTimeout after ``timeout`` (default: the client's
+        ``ack_timeout``) and with AckCancelled at once when the connection is lost after the
+        event was sent. ``volatile=True``: a dropped emit (see :meth:`emit`) fails the future
+        with NotConnectedError at once. In retry mode ``timeout`` is the wait of each try."""
         future: Future[Any] = Future()
+        if timeout is None:
+            timeout = self._manager.ack_timeout
+        if volatile:
+            if not self._volatile_ok(event):
+                future.set_exception(NotConnectedError(f"volatile emit of {event!r} dropped"))
+                return future
+        elif self._retries:
+            self._enqueue_retry(event, args, future, callback, timeout)
+            return future
         self._emit_ack(event, args, timeout, PendingAck(future, callback))
         return future
+
+    @property
+    def _retries(self) -> int:
+        return self._manager.retries
+
+    def _volatile_ok(self, event: str) -> bool:
+        """A volatile emit goes out now or never."""
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        if self._state is SocketState.CONNECTED and self._manager.writable:
+            return True
+        self.volatile_dropped += 1
+        log.debug("volatile emit of %r on %s dropped: not writable", event, self._namespace)
+        return False
 
     def _emit_ack(
         self, event: str, args: tuple[Any, ...], timeout: float | None, pending: PendingAck
@@ -477,7 +624,7 @@ class Socket:
                 timeout, lambda: self._ack_timed_out(ack_id, timeout)
             )
         try:
-            self._send_or_buffer(messages, pending)
+            self._send_or_buffer(messages, pending, (event, args) if self._out_handlers else None)
         except (BufferFullError, PayloadTooLargeError):
             with self._lock:
                 self._acks.pop(ack_id, None)
@@ -486,8 +633,19 @@ class Socket:
             raise
         return ack_id
 
-    def call(self, event: str, *args: Any, timeout: float | None = 60.0) -> Any:
-        """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)."""
+    def call(self, event: str, *args: Any, timeout: float | None = None) -> Any:
+        """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)
+        after ``timeout`` (default: the client's ``ack_timeout``, else 60 s)."""
+        if timeout is None:
+            timeout = self._manager.ack_timeout or 60.0
+        if self._retries:  # at-least-once: the queue's tries, each ack_timeout long
+            future = self.emit_with_ack(event, *args)
+            try:
+                return future.result(timeout)
+            except FutureTimeoutError:
+                raise AckTimeout(
+                    f"no ack within {timeout:g} s (namespace {self._namespace!r})"
+                ) from None
         # the caller's own wait is the deadline: no scheduler entry (and wake-up) per call
         waiter = _CallWaiter()
         ack_id = self._emit_ack(event, args, None, PendingAck(waiter, None))
@@ -497,12 +655,124 @@ class Socket:
             self._ack_timed_out(ack_id, timeout or 0.0)
             return waiter.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
 
-    def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
+    # -- retry mode: at-least-once, one emit in flight at a time -------------------------------
+    def _enqueue_retry(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        future: Future[Any] | None,
+        callback: Handler | None,
+        timeout: float | None,
+    ) -> None:
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        limit = self._manager.max_payload
+        if limit is not None:  # refuse now what could never be sent
+            check_message_sizes(
+                self._manager.encode_event(self._namespace, event, args, 0), limit, polling=False
+            )
+        if timeout is None:
+            timeout = self._manager.ack_timeout
+        with self._lock:
+            if len(self._retry_queue) >= self._manager.buffer_size:
+                raise BufferFullError(
+                    f"retry queue of namespace {self._namespace!r} is full "
+                    f"({self._manager.buffer_size} emits waiting for their ack)"
+                )
+            self._retry_queue.append(_Queued(event, args, future, callback, timeout))
+        self._drain_retry()
+
+    def _drain_retry(self, force: bool = False) -> None:
+        """Send the head of the retry queue (a new try, with a new ack id) unless it is in
+        flight; only while connected: the queue waits while disconnected."""
+        with self._lock:
+            if self._state is not SocketState.CONNECTED or not self._retry_queue:
+                return
+            item = self._retry_queue[0]
+            if item.pending and not force:
+                return
+            item.pending = True
+            item.tries += 1
+            ack_id = self._next_ack_id
+            self._next_ack_id = ack_id + 1
+            attempt = _RetryTry(self, item)
+            pending = PendingAck(attempt, item.callback)
+            self._acks[ack_id] = pending
+            try:
+                messages = self._manager.encode_event(
+                    self._namespace, item.event, item.args, ack_id
+                )
+                pending.sent = True
+                self._manager.send_messages(messages)
+            except NotConnectedError:
+                self._acks.pop(ack_id, None)
+                item.pending = False  # sent again once connected
+                item.tries -= 1
+                return
+            except PayloadTooLargeError as exc:
+                self._acks.pop(ack_id, None)
+                self._retry_queue.popleft()
+                failed: Exception | None = exc
+            else:
+                failed = None
+                if item.timeout is not None:
+                    timeout = item.timeout
+                    pending.timer = self._manager.scheduler.call_later(
+                        timeout, lambda: self._ack_timed_out(ack_id, timeout)
+                    )
+        if failed is not None:
+            log.warning("emit of %r on %s dropped: %s", item.event, self._namespace, failed)
+            item.fail(failed)
+            self._drain_retry()
+            return
+        self._notify_outgoing(item.event, item.args)
+
+    def _retry_try_done(self, item: _Queued, value: Any, error: BaseException | None) -> None:
+        """A try of ``item`` was acked (``error`` None) or failed (timeout, connection lost)."""
+        with self._lock:
+            if not self._retry_queue or self._retry_queue[0] is not item:
+                return  # acknowledged already
+            item.pending = False
+            if error is not None and item.tries <= self._retries:
+                done = False  # tries left: the next drain resends it
+            else:
+                self._retry_queue.popleft()
+                done = True
+        if done:
+            if error is None:
+                item.succeed(value)
+            else:
+                log.info(
+                    "emit of %r on %s failed after %d tries: %s",
+                    item.event,
+                    self._namespace,
+                    item.tries,
+                    error,
+                )
+                item.fail(error)
+        self._drain_retry()
+
+    # -- outgoing listeners ----------------------------------------------------------------------
+    def _notify_outgoing(self, event: str, args: tuple[Any, ...]) -> None:
+        """Tell the outgoing catch-alls about a sent event (on the dispatcher, in order)."""
+        for handler in list(self._out_handlers):
+            self._manager.dispatcher.submit(handler, event, *args)
+
+    def _send_or_buffer(
+        self,
+        messages: list[str | bytes],
+        pending: PendingAck | None,
+        outgoing: tuple[str, tuple[Any, ...]] | None = None,
+    ) -> None:
         # fast path without the lock: the buffer was flushed before the state became CONNECTED
         if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+            if outgoing is not None:
+                self._notify_outgoing(*outgoing)
             return
         with self._lock:
             if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+                if outgoing is not None:
+                    self._notify_outgoing(*outgoing)
                 return
             limit = self._manager.max_payload
             if limit is not None:  # the last server's limit: refuse now what cannot be sent
@@ -514,7 +784,7 @@ class Socket:
                 )
             if pending is not None:
                 pending.messages = messages
-            self._buffer.append((messages, pending))
+            self._buffer.append((messages, pending, outgoing))
 
     def _send_now(self, messages: list[str | bytes], pending: PendingAck | None) -> bool:
         """Send on the live connection; False (nothing sent) when it was lost meanwhile."""
@@ -531,7 +801,7 @@ class Socket:
     def _flush_buffer(self) -> None:
         """Send what was buffered while offline, in order. Caller holds the lock."""
         while self._buffer:
-            messages, pending = self._buffer[0]
+            messages, pending, outgoing = self._buffer[0]
             if pending is not None and pending.future.done():
                 self._buffer.popleft()  # timed out while buffered
                 continue
@@ -546,6 +816,8 @@ class Socket:
             self._buffer.popleft()
             if pending is not None:
                 pending.sent = True
+            if outgoing is not None:
+                self._notify_outgoing(*outgoing)
 
     def _fail_pending(self, pending: PendingAck, exc: Exception) -> None:
         """Fail an emit's ack that will never be sent (caller may hold the lock)."""
@@ -644,6 +916,8 @@ class Socket:
             self._state = SocketState.CONNECTED
             waiter = self._connect_waiter
             self._connect_waiter = None
+        if self._retry_queue:
+            self._drain_retry(force=True)  # the try in flight was lost with the connection
         self._fire("connect", ())
         if waiter is not None:
             waiter.set()
@@ -696,8 +970,13 @@ class Socket:
     def _fail_buffered(self, reason: str) -> None:
         """The socket will never reconnect: fail the acks still waiting in the buffer."""
         with self._lock:
-            pendings = [p for _, p in self._buffer if p is not None]
+            pendings = [p for _, p, _ in self._buffer if p is not None]
             self._buffer.clear()
+            queued = list(self._retry_queue)
+            self._retry_queue.clear()
+        for item in queued:
+            item.fail(AckCancelled(reason))
+        with self._lock:
             for ack_id in [i for i, p in self._acks.items() if p in pendings]:
                 del self._acks[ack_id]
         for pending in pendings:
