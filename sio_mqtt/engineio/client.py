@@ -97,7 +97,11 @@ class EngineIOClient:
         # polling send queue, guarded by _cond
         self._cond = threading.Condition()
         self._queue: collections.deque[Packet] = collections.deque()
-        self._paused = False  # upgrade in progress: start no new GET/POST
+        # upgrade in progress: the reader starts no new GET once the probe succeeded; the writer
+        # goes on POSTing until that GET came back (the server only releases it on its 100 ms
+        # timer: holding writes for it stalled them), then stops for the switch
+        self._reader_paused = False
+        self._paused = False
         self._post_in_flight = False
         self._poll_stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -244,7 +248,7 @@ class EngineIOClient:
                 return
             while True:
                 with self._cond:
-                    if self._paused or self.session.closed:
+                    if self._reader_paused or self.session.closed:
                         break
                 try:
                     body = polling.poll(self.session.ping_time_left())
@@ -329,15 +333,22 @@ class EngineIOClient:
                 ws.close()
             return
         assert ws is not None
-        # pause polling: no new GET/POST; the server answers the pending GET with a noop
+        # pause polling: no new GET (the server answers the pending one with a noop); writes
+        # go on as POSTs meanwhile, then stop with the last one answered
+        with self._cond:
+            self._reader_paused = True
+            self._cond.notify_all()
+        self._poll_stopped.wait(session.ping_time_left() + 1)
         with self._cond:
             self._paused = True
             self._cond.notify_all()
             while self._post_in_flight and not session.closed:
                 self._cond.wait(0.5)
-        self._poll_stopped.wait(session.ping_time_left() + 1)
-        with self._cond:
             if session.closed or not self._poll_stopped.is_set():
+                if not session.closed:  # the GET never came back: stay on polling
+                    session.upgrade_failed()
+                    self._paused = self._reader_paused = False
+                    self._cond.notify_all()
                 ws.close()
                 return
             try:
