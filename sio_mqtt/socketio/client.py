@@ -437,11 +437,14 @@ class Manager:
         """A namespace stopped being active; close everything once none is."""
         if any(s._active for s in self.sockets.values()):
             return
-        self.close()
+        self.close(if_unused=True)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the connection and end every thread this client started."""
+    def close(self, timeout: float = 5.0, *, if_unused: bool = False) -> None:
+        """Close the connection and end every thread this client started (``if_unused``:
+        unless a namespace became active meanwhile, e.g. a connect() racing a refusal)."""
         with self._lock:
+            if if_unused and any(s._active for s in self.sockets.values()):
+                return
             self._closing = True
             self._stop_reconnect.set()
             engine = self.engine

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sio_mqtt.engineio.packet import check_message_sizes
 from sio_mqtt.errors import (
@@ -56,6 +56,10 @@ LIFECYCLE_EVENTS = frozenset(
 
 IO_SERVER_DISCONNECT = "io server disconnect"
 IO_CLIENT_DISCONNECT = "io client disconnect"
+
+
+class _Default(enum.Enum):
+    TIMEOUT = "default"  # call(): the client's ack_timeout, else 60 s
 
 
 class SocketState(enum.Enum):
@@ -633,19 +637,30 @@ class Socket:
             raise
         return ack_id
 
-    def call(self, event: str, *args: Any, timeout: float | None = None) -> Any:
+    def call(
+        self,
+        event: str,
+        *args: Any,
+        timeout: float | None | Literal[_Default.TIMEOUT] = _Default.TIMEOUT,
+    ) -> Any:
         """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)
-        after ``timeout`` (default: the client's ``ack_timeout``, else 60 s)."""
-        if timeout is None:
-            timeout = self._manager.ack_timeout or 60.0
+        after ``timeout`` seconds (None: no bound; default: the client's ``ack_timeout``, else
+        60 s; in retry mode: until the last try failed)."""
+        manager = self._manager
         if self._retries:  # at-least-once: the queue's tries, each ack_timeout long
+            if timeout is _Default.TIMEOUT:
+                timeout = None if manager.ack_timeout is not None else 60.0
             future = self.emit_with_ack(event, *args)
             try:
                 return future.result(timeout)
+            except AckTimeout:  # the last try's (a TimeoutError too)
+                raise
             except FutureTimeoutError:
                 raise AckTimeout(
                     f"no ack within {timeout:g} s (namespace {self._namespace!r})"
                 ) from None
+        if timeout is _Default.TIMEOUT:
+            timeout = manager.ack_timeout if manager.ack_timeout is not None else 60.0
         # the caller's own wait is the deadline: no scheduler entry (and wake-up) per call
         waiter = _CallWaiter()
         ack_id = self._emit_ack(event, args, None, PendingAck(waiter, None))

@@ -164,7 +164,7 @@ def test_ack_timeout_is_the_default_timeout(
         client.emit_with_ack("no_ack").result(5)
     with pytest.raises(AckTimeout):
         client.call("no_ack")
-    assert client.call("echo_ack", 1) == 1
+    assert client.call("echo_ack", 1, timeout=5) == 1  # an explicit timeout wins
 
 
 @pytest.mark.parametrize("bad", [0, -1, "1", True, float("inf")])
@@ -207,9 +207,8 @@ def test_retries_fail_after_the_last_try(
     with pytest.raises(AckTimeout):
         future.result(10)
     # the one in flight blocked the next until it failed; then the next goes
-    assert client.emit_with_ack("echo_ack", "next", callback=failed.handler("cb")).result(5) == (
-        "next"
-    )
+    next_one = client.emit_with_ack("echo_ack", "next", timeout=5, callback=failed.handler("cb"))
+    assert next_one.result(10) == "next"
     assert failed.wait("cb") == [("next",)]
     tries = sent.wait("sent", 5)
     assert tries[:4] == [("no_ack", "x")] * 4  # 1 + 3 retries, each with a new ack id
@@ -220,9 +219,14 @@ def test_the_retry_queue_waits_while_disconnected(
     node_server: Callable[..., NodeServer], clients: list[Client], mode: tuple[str, ...]
 ) -> None:
     server = node_server()
-    client = Client(server.url, transports=mode, retries=3, ack_timeout=0.01)
+    client = Client(server.url, transports=mode, retries=3, ack_timeout=0.2)
     clients.append(client)
     future = client.emit_with_ack("echo_ack", 1)
+    # an ack timeout of 0.3 s elsewhere: proof that more than our ack_timeout has passed
+    clock = Client(server.url, reconnect=False)
+    with pytest.raises(AckTimeout):
+        clock.emit_with_ack("never sent", timeout=0.3).result(5)
+    clock.disconnect()
     assert not future.done()  # not drained (nor timed out) while disconnected
     client.connect()
     assert future.result(10) == 1
@@ -242,3 +246,18 @@ def test_an_emit_in_the_connect_handler_is_sent_once(
     recorded = client.call("get_recorded", timeout=10)  # queued behind it: answered after it
     assert recorded == [{"event": "record", "args": ["from connect"]}]
     assert [a for a in sent.get("sent") if a[0] == "record"] == [("record", "from connect")]
+
+
+def test_call_in_retry_mode_waits_for_the_last_try(
+    node_server: Callable[..., NodeServer], clients: list[Client]
+) -> None:
+    server = node_server()
+    client = Client(server.url, transports=("websocket",), retries=2, ack_timeout=0.05)
+    clients.append(client)
+    sent = Recorder()
+    client.on_any_outgoing(sent.handler("sent"))
+    client.connect()
+    with pytest.raises(AckTimeout):
+        client.call("no_ack")  # bounded by the tries, not by one ack_timeout
+    assert client.emit_with_ack("echo_ack", "ok", timeout=5).result(10) == "ok"
+    assert [a for a in sent.wait("sent", 4) if a[0] == "no_ack"] == [("no_ack",)] * 3

@@ -52,7 +52,11 @@ def test_emits_during_the_upgrade_pause_go_out_as_posts(
     def hold_the_last_get(self: PollingTransport, read_timeout: float) -> str:
         body = poll(self, read_timeout)
         engine = client.manager.engine
-        if engine is not None and engine.upgrade_state is UpgradeState.PAUSING:
+        # a GET that comes back once the probe went out: the upgrade's pause waits for it
+        if engine is not None and engine.upgrade_state in (
+            UpgradeState.PROBING,
+            UpgradeState.PAUSING,
+        ):
             holding.set()
             release.wait(10)
         return body
@@ -64,7 +68,10 @@ def test_emits_during_the_upgrade_pause_go_out_as_posts(
     try:
         client.connect()
         go.set()
-        assert holding.wait(10), "the upgrade did not reach its pause"
+        assert holding.wait(10), "the upgrade did not start"
+        engine = client.manager.engine
+        assert engine is not None
+        wait_until(lambda: engine.upgrade_state is UpgradeState.PAUSING, 10, "the pause")
         for _ in range(5):
             client.emit("count")
 
@@ -72,8 +79,7 @@ def test_emits_during_the_upgrade_pause_go_out_as_posts(
             return observer.call("get_count", timeout=5)
 
         wait_until(lambda: counted() == 5, 5, "the emits made during the pause to arrive")
-        engine = client.manager.engine
-        assert engine is not None and engine.upgrade_state is UpgradeState.PAUSING
+        assert engine.upgrade_state is UpgradeState.PAUSING  # the GET is still held
     finally:
         go.set()
         release.set()
