@@ -30,6 +30,7 @@ from sio_mqtt.engineio.packet import (
     decode_packet,
     decode_payload,
     encode_packet,
+    encode_payload,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.base import (
@@ -99,7 +100,11 @@ class EngineIOClient:
         # polling send queue, guarded by _cond
         self._cond = threading.Condition()
         self._queue: collections.deque[Packet] = collections.deque()
-        self._paused = False  # upgrade in progress: start no new GET/POST
+        # upgrade in progress: the reader starts no new GET once the probe succeeded; the writer
+        # goes on POSTing until that GET came back (the server only releases it on its 100 ms
+        # timer: holding writes for it stalled them), then stops for the switch
+        self._reader_paused = False
+        self._paused = False
         self._post_in_flight = False
         self._poll_stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -119,6 +124,16 @@ class EngineIOClient:
     @property
     def connected(self) -> bool:
         return not self.session.closed and self.session.handshake is not None
+
+    @property
+    def writable(self) -> bool:
+        """True when a write goes out now: the websocket is up, or polling has no POST in
+        flight and no upgrade pause (the reference client's ``transport.writable``)."""
+        if self.session.closed or self.session.handshake is None:
+            return False
+        if self._ws is not None:
+            return True
+        return not self._post_in_flight and not self._paused
 
     @property
     def max_payload(self) -> int:
@@ -302,7 +317,7 @@ class EngineIOClient:
                 return
             while True:
                 with self._cond:
-                    if self._paused or self.session.closed:
+                    if self._reader_paused or self.session.closed:
                         break
                 try:
                     body = polling.poll(self.session.ping_time_left())
@@ -387,15 +402,22 @@ class EngineIOClient:
                 ws.close()
             return
         assert ws is not None
-        # pause polling: no new GET/POST; the server answers the pending GET with a noop
+        # pause polling: no new GET (the server answers the pending one with a noop); writes
+        # go on as POSTs meanwhile, then stop with the last one answered
+        with self._cond:
+            self._reader_paused = True
+            self._cond.notify_all()
+        self._poll_stopped.wait(session.ping_time_left() + 1)
         with self._cond:
             self._paused = True
             self._cond.notify_all()
             while self._post_in_flight and not session.closed:
                 self._cond.wait(0.5)
-        self._poll_stopped.wait(session.ping_time_left() + 1)
-        with self._cond:
             if session.closed or not self._poll_stopped.is_set():
+                if not session.closed:  # the GET never came back: stay on polling
+                    session.upgrade_failed()
+                    self._paused = self._reader_paused = False
+                    self._cond.notify_all()
                 ws.close()
                 return
             try:
@@ -481,6 +503,12 @@ class EngineIOClient:
             log.info("engine.io session %s closed: %s (%s)", self.sid, reason, exc)
         else:
             log.info("engine.io session %s closed: %s", self.sid, reason)
+        if reason == PARSE_ERROR and self._ws is None and self._polling is not None:
+            # the server would keep the session for pingInterval + pingTimeout: end it now
+            try:
+                self._post_close((), wait=1.0)
+            except (TransportError, TimeoutError, OSError, BadPollBody):
+                log.debug("could not send CLOSE after the parse error", exc_info=True)
         self._shutdown_transports()
         self._poll_stopped.set()
         self._notify_close(reason)
@@ -526,10 +554,24 @@ class EngineIOClient:
             if ws is not None:
                 ws.send([encode_packet(p) for p in [*queued, _CLOSE_PACKET]])
             elif self._polling is not None and self.session.handshake is not None:
-                for body in batch_payloads([*queued, _CLOSE_PACKET], self.session.max_payload):
-                    self._polling.post(body)
+                self._post_close(queued)
         except (TransportError, TimeoutError, OSError, BadPollBody):
             log.debug("could not send CLOSE", exc_info=True)
+
+    def _post_close(self, queued: Sequence[Packet], wait: float = 5.0) -> None:
+        """On polling: the queued packets, then CLOSE in a POST of its own, as the reference
+        client does. In one body the server ends the session before it handles the packets
+        before the CLOSE (a namespace DISCONNECT would count as "transport close")."""
+        polling = self._polling
+        assert polling is not None
+        deadline = time.monotonic() + wait
+        with self._cond:  # the server refuses a POST overlapping the writer's
+            while self._post_in_flight and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+        if queued:
+            for body in batch_payloads(list(queued), self.session.max_payload):
+                polling.post(body)
+        polling.post(encode_payload([_CLOSE_PACKET]))
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait for this session's threads (all but the caller's own) to end."""

@@ -203,13 +203,15 @@ class IOLoop:
             for key, mask in events:
                 handler = key.data
                 if handler is None:
-                    with lock:
-                        self._woken = False
+                    # drain first, then clear: a wake-up sent in between is never swallowed
+                    # (its sender saw _woken set; its callback is in _ready, run below)
                     try:
                         while wake_r.recv(4096):
                             pass
                     except OSError:
                         pass
+                    with lock:
+                        self._woken = False
                     continue
                 try:
                     handler.on_io(mask)

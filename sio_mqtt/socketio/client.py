@@ -27,15 +27,33 @@ from sio_mqtt.engineio.loop import IOLoop, TimerHandle, shared_loop
 from sio_mqtt.engineio.transports.base import TransportOptions
 from sio_mqtt.errors import ConnectError, NotConnectedError
 from sio_mqtt.socketio import packet as json_parser
-from sio_mqtt.socketio.backoff import backoff_delay
+from sio_mqtt.socketio.backoff import ReconnectPolicy
 from sio_mqtt.socketio.dispatcher import DispatchPool, SerialQueue, shared_pool
 from sio_mqtt.socketio.packet import Packet, PacketType
-from sio_mqtt.socketio.socket import AuthSource, Socket
+from sio_mqtt.socketio.socket import AuthSource, Socket, SocketState
 
 log = logging.getLogger("sio_mqtt.socketio")
 
 RECONNECTABLE = frozenset({PING_TIMEOUT, TRANSPORT_CLOSE, TRANSPORT_ERROR, PARSE_ERROR})
 _INHERIT: Any = object()
+_RESERVED_QUERY = frozenset({"EIO", "transport", "sid", "t"})
+
+
+def _query_params(query: Mapping[str, Any] | None) -> dict[str, str]:
+    """The ``query`` option as URL parameters (values as text; True -> "true", as in JS)."""
+    params: dict[str, str] = {}
+    for key, value in (query or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"query keys are non-empty strings, got {key!r}")
+        if key in _RESERVED_QUERY:
+            raise ValueError(f"query key {key!r} is reserved by Engine.IO")
+        if isinstance(value, bool):
+            params[key] = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            params[key] = str(value)
+        else:
+            raise ValueError(f"query value of {key!r} must be a str or number, got {value!r}")
+    return params
 
 
 class Manager:
@@ -47,6 +65,7 @@ class Manager:
         *,
         path: str = "/socket.io/",
         headers: Mapping[str, str] | None = None,
+        query: Mapping[str, Any] | None = None,
         transports: Sequence[str] = ("polling", "websocket"),
         upgrade: bool = True,
         reconnect: bool = True,
@@ -60,6 +79,8 @@ class Manager:
         parser: str = "default",
         buffer_size: int = 10_000,
         dispatch_queue_size: int = 10_000,
+        ack_timeout: float | None = None,
+        retries: int = 0,
         loop: IOLoop | None = None,
         dispatch_pool: DispatchPool | None = None,
     ) -> None:
@@ -73,24 +94,46 @@ class Manager:
             raise ValueError("reconnect delays must be >= 0 and randomization_factor in [0, 1]")
         if buffer_size < 0:
             raise ValueError("buffer_size must be >= 0")
+        if ack_timeout is not None and (
+            isinstance(ack_timeout, bool)
+            or not isinstance(ack_timeout, int | float)
+            or not 0 < ack_timeout < float("inf")
+        ):
+            raise ValueError(f"ack_timeout must be seconds > 0 or None, got {ack_timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if (
+            isinstance(connect_timeout, bool)
+            or not isinstance(connect_timeout, int | float)
+            or not 0 < connect_timeout < float("inf")
+        ):
+            raise ValueError(f"connect_timeout must be seconds > 0, got {connect_timeout!r}")
+        # validates the delays and max_reconnect_attempts once, here
+        ReconnectPolicy(
+            reconnect_delay, reconnect_delay_max, randomization_factor, max_reconnect_attempts
+        )
         self.url = url
         self.options = TransportOptions(
             url=url,
             path=path,
             headers=dict(headers or {}),
+            query=_query_params(query),
             verify=verify,
             proxy=proxy,
-            connect_timeout=connect_timeout,
+            connect_timeout=float(connect_timeout),
         )
         self.transports = transports
         self.upgrade = upgrade
-        self.reconnect = reconnect
+        self._reconnect = bool(reconnect)
         self.reconnect_delay = reconnect_delay
         self.reconnect_delay_max = reconnect_delay_max
         self.randomization_factor = randomization_factor
         self.max_reconnect_attempts = max_reconnect_attempts
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = float(connect_timeout)
         self.buffer_size = buffer_size
+        #: default timeout of emit_with_ack()/call() (None: none), and resends in retry mode
+        self.ack_timeout = None if ack_timeout is None else float(ack_timeout)
+        self.retries = retries
         if parser == "default":
             self._encode: Callable[[Packet], list[Any]] = json_parser.encode
             self._encode_event: Callable[..., list[Any]] = json_parser.encode_event
@@ -116,17 +159,17 @@ class Manager:
         )
         self.dispatcher.on_full = self._dispatch_full
         self.dispatcher.on_drained = self._dispatch_drained
-        self._lock = threading.RLock()
+        self._held = False  # holding the loop and the pool (between a series and close)
+        self._series: _Series | None = None  # the background series of attempts
+        self._lock = threading.RLock()  # state; never held while a connection opens
+        self._open_lock = threading.Lock()  # one Engine.IO open at a time
+        self._opening: EngineIOClient | None = None  # the engine being opened, for close()
         self._closing = False
-        self._held = False  # holding the loop and the pool (between open and close)
-        self._reconnecting = False
-        self._reconnect_timer: TimerHandle | None = None
-        self._attempt = 0
-        self._connecting: threading.Event | None = None  # set once an open() in flight ends
-        self._connect_failure: str | None = None
+        self._connector_active = False  # guarded by _lock; True until the series ends
+        self._stop_reconnect = threading.Event()
         #: how many times the connection was re-established
         self.reconnects = 0
-        self._generation = 0  # counts open() calls; see close()
+        self._generation = 0  # counts connection series; see close()
         #: the server's maxPayload from the latest handshake (None before the first one)
         self.max_payload: int | None = None
 
@@ -138,7 +181,37 @@ class Manager:
 
     @property
     def reconnecting(self) -> bool:
-        return self._reconnecting
+        """True while a series of (re)connection attempts runs in the background."""
+        return self._connector_active
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether a lost or failed connection is retried; settable at run time (False stops
+        a series in progress before its next attempt, as the reference client does)."""
+        return self._reconnect
+
+    @reconnect.setter
+    def reconnect(self, enabled: bool) -> None:
+        self._reconnect = bool(enabled)
+        if not enabled:
+            self._stop_reconnect.set()
+            self._stop_series_now()
+
+    def will_reconnect(self, reason: str) -> bool:
+        return self._reconnect and not self._closing and reason in RECONNECTABLE
+
+    def _engine_open(self) -> bool:
+        """The connection is up and stays up (not being closed by a close() in progress)."""
+        engine = self.engine
+        return engine is not None and not engine.session.closed and not self._closing
+
+    def _policy(self) -> ReconnectPolicy:
+        return ReconnectPolicy(
+            self.reconnect_delay,
+            self.reconnect_delay_max,
+            self.randomization_factor,
+            self.max_reconnect_attempts,
+        )
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
         """Run ``fn()`` after ``delay`` seconds on the loop (it must not block)."""
@@ -167,9 +240,6 @@ class Manager:
             self.dispatcher.pool.release()
             self.loop.release()
 
-    def will_reconnect(self, reason: str) -> bool:
-        return self.reconnect and not self._closing and reason in RECONNECTABLE
-
     # -- encoding / sending --------------------------------------------------------------------
     def encode_event(
         self, namespace: str, event: str, args: Sequence[Any], ack_id: int | None
@@ -185,74 +255,67 @@ class Manager:
             raise NotConnectedError("not connected")
         engine.send(messages)
 
+    @property
+    def writable(self) -> bool:
+        """True when the connection is open and its transport takes a write now."""
+        engine = self.engine
+        return engine is not None and engine.writable
+
     # -- opening -------------------------------------------------------------------------------
-    def open(self) -> bool:
-        """Open the connection if needed; False while a reconnect loop owns that job.
+    def connect_socket(self, sock: Socket, *, block: bool) -> None:
+        """Get ``sock``'s CONNECT sent: at once when the connection is open, else once it is.
 
-        Blocks on the caller's thread for the handshake, without holding the lock, so
-        :meth:`close` from another thread aborts it at once; a second caller meanwhile
-        waits for the first one's outcome."""
+        ``block=True`` opens the connection in the caller's thread and raises ConnectError
+        (after ``connect_error``) when that fails; ``block=False`` leaves the opening (and the
+        retries the reconnection policy allows) to a background series and returns at once.
+        """
         with self._lock:
-            engine = self.engine
-            if engine is not None and engine.connected:
-                return True
-            if self.reconnecting:
-                return False
-            pending = self._connecting
-            mine = pending is None
-            if pending is None:
-                pending = self._connecting = threading.Event()
-                self._generation += 1
-                self._closing = False
-                self._hold()
-        if not mine:
-            pending.wait(self.connect_timeout + 1.0)
+            if self._engine_open():
+                self._send_connects([sock])
+                return
+            if self._connector_active:
+                return  # the running series sends our CONNECT when it gets through
+            self._begin()
+            if not block:
+                self._start_connector(immediate=True)
+                return
+        with self._open_lock:
             with self._lock:
-                engine = self.engine
-                if engine is not None and engine.connected:
-                    return True
-                error = self._connect_failure
-            raise ConnectError(error or "the connection could not be opened")
-        try:
-            self._connect_engine()
-        except ConnectError as exc:
-            with self._lock:
-                self._connect_failure = exc.message
-                if self.engine is None and not self.reconnecting:
-                    self._unhold()
-            raise
-        finally:
-            with self._lock:
-                self._connecting = None
-            pending.set()
-        return True
-
-    def open_in_background(self, done: Callable[[ConnectError | None], None]) -> None:
-        """:meth:`open` on the loop's handshake pool: ``done(None)`` once open (at once when
-        it already is), ``done(error)`` when it failed; nothing while a reconnection owns it
-        (that one sends the namespaces' CONNECT)."""
-
-        def run() -> None:
+                if self._engine_open():
+                    self._send_connects([sock])
+                    return
+                if self._connector_active:
+                    return
             try:
-                opened = self.open()
+                self._open_engine()
             except ConnectError as exc:
-                done(exc)
-                return
-            if opened:
-                done(None)
+                if not self._closing:
+                    self._notify_connect_error(exc)
+                raise
+            with self._lock:
+                self._send_connects(list(self.sockets.values()))
 
-        with self._lock:
-            engine = self.engine
-            ready = engine is not None and engine.connected
-            if not ready and self.reconnecting:
-                return
-        if ready:
-            done(None)
-        else:
-            self.loop.blocking.submit(run)
+    def _begin(self) -> None:
+        """A new connection series (caller holds the lock): the helper threads are its."""
+        self._generation += 1  # a close() still running must leave the threads alone
+        self._closing = False
+        self._stop_reconnect.clear()
+        self._hold()
 
-    def _connect_engine(self) -> None:
-        """Make and connect a new Engine.IO session (blocking; not under the lock)."""
+    def _send_connects(self, sockets: Sequence[Socket]) -> None:
+        """CONNECT for each active socket not yet connecting (caller holds the lock)."""
+        for sock in sockets:
+            with sock._lock:
+                if sock._active and sock._state is SocketState.DISCONNECTED:
+                    try:
+                        sock._send_connect()
+                    except NotConnectedError:
+                        pass  # lost again: the engine's close starts the next attempt
+
+    def _open_engine(self) -> None:
+        """Open a new Engine.IO session (caller holds _open_lock, not _lock)."""
+        if self._closing:
+            raise ConnectError("the client was closed while connecting")
         decoder = self._decoder_factory()
         sockets = self.sockets
 
@@ -271,22 +334,160 @@ class Manager:
             upgrade=self.upgrade,
             loop=self.loop,
         )
-        with self._lock:
-            if self._closing:
-                raise ConnectError("the client was closed while connecting")
-            self.engine = engine
+        self._opening = engine
         try:
             engine.connect()
-        except ConnectError:
-            with self._lock:
-                if self.engine is engine:
-                    self.engine = None
-            raise
+        finally:
+            self._opening = None
         with self._lock:
-            if self._closing or self.engine is not engine:
-                engine.close(0)
-                raise ConnectError("the client was closed while connecting")
-        self.max_payload = engine.max_payload
+            closing = self._closing
+            if not closing and not engine.session.closed:
+                self.engine = engine
+                self.max_payload = engine.max_payload
+                return
+        engine.close(1.0)
+        if closing:
+            raise ConnectError("the client was closed while connecting")
+        raise ConnectError("the connection was lost right after it opened")
+
+    def _notify(self, event: str, *args: Any) -> None:
+        for sock in list(self.sockets.values()):
+            if sock._active:
+                sock._fire(event, args, urgent=True)
+
+    def _notify_connect_error(self, error: ConnectError) -> None:
+        for sock in list(self.sockets.values()):
+            if sock._active and sock._state is not SocketState.CONNECTED:
+                sock._fire("connect_error", (error,), urgent=True)
+
+    # -- the background series of attempts -------------------------------------------------------
+    # No thread per series: the backoff is a timer on the loop, each attempt (a blocking
+    # handshake) a task on the loop's bounded handshake pool, so thousands of clients
+    # reconnecting after a server restart are spread by the jitter and bounded by the pool.
+    def _start_connector(self, immediate: bool) -> None:
+        """Start a series of attempts (caller holds the lock). ``immediate``: the first
+        attempt goes at once and is not a "reconnect_attempt" (a first ``connect``)."""
+        if self._connector_active or self._closing:
+            return
+        self._stop_reconnect.clear()
+        self._connector_active = True
+        series = self._series = _Series(self._policy(), first=immediate)
+        if immediate:
+            self.loop.blocking.submit(lambda: self._run_attempt(series, delayed=False))
+        else:
+            self._next_attempt(series)
+
+    def _next_attempt(self, series: _Series) -> None:
+        """Arm the backoff timer of the series' next attempt, or end the series."""
+        if not self._reconnect:
+            self._stop_or_end(series.last_error)
+            return
+        delay = series.policy.next_delay()
+        if delay is None:
+            log.warning("reconnection failed after %d attempts", series.policy.attempts)
+            self._notify("reconnect_failed")
+            self._stop_or_end("reconnection failed", force=True)
+            return
+        pool = self.loop.blocking
+        with self._lock:
+            if self._series is not series or self._closing:
+                return
+            series.timer = self.loop.call_later(
+                delay, lambda: pool.submit(lambda: self._run_attempt(series, delayed=True))
+            )
+
+    def _stop_series_now(self) -> None:
+        """``reconnect = False``: end a series waiting for its next attempt without waiting
+        out the backoff (the attempt's stop check ends it)."""
+        with self._lock:
+            series = self._series
+            if series is None or series.timer is None or not self._connector_active:
+                return
+            series.timer.cancel()
+            series.timer = None
+        self.loop.blocking.submit(lambda: self._run_attempt(series, delayed=True))
+
+    def _run_attempt(self, series: _Series, delayed: bool) -> None:
+        try:
+            self._attempt(series, delayed)
+        except Exception:  # a bug must not leave the sockets waiting forever
+            log.exception("the connection series failed")
+            with self._lock:
+                self._connector_active = False
+            self._give_up("the connection series failed")
+
+    def _attempt(self, series: _Series, delayed: bool) -> None:
+        """One attempt of the series (handshake pool)."""
+        with self._lock:
+            if self._series is not series:
+                return  # a close() or a newer series took over
+            series.timer = None
+        policy = series.policy
+        if delayed:
+            if self._stop_reconnect.is_set() and self._stop_or_end(series.last_error):
+                return
+            self._notify("reconnect_attempt", policy.attempts)
+        with self._open_lock:
+            with self._lock:
+                if self._series is not series:
+                    return
+                if self._stop_reconnect.is_set() and self._stop_or_end(series.last_error):
+                    return
+                if not any(s._active for s in self.sockets.values()):
+                    self._connector_active = False
+                    return
+                ready = self._engine_open()  # a blocking connect() opened it meanwhile
+            if not ready:
+                try:
+                    self._open_engine()
+                except ConnectError as exc:
+                    log.info("connection attempt %d failed: %s", policy.attempts, exc)
+                    if self._closing:
+                        self._stop_or_end(series.last_error)
+                        return
+                    series.last_error = exc.message
+                    self._notify_connect_error(exc)
+                    if not series.first:
+                        self._notify("reconnect_error", exc)
+                    series.first = False
+                    failed = True
+                else:
+                    failed = False
+                if failed:
+                    self._next_attempt(series)
+                    return
+            with self._lock:
+                self._connector_active = False
+                if policy.attempts:
+                    self.reconnects += 1
+                    log.info("reconnected after %d attempt(s)", policy.attempts)
+                    self._notify("reconnect", policy.attempts)
+                self._send_connects(list(self.sockets.values()))
+
+    def _stop_or_end(self, reason: str, force: bool = False) -> bool:
+        """End the series unless the stop was stale (reconnect set False, then True again).
+        A closing client cleans up itself; else the waiting sockets are given up."""
+        with self._lock:
+            if not self._connector_active:
+                return True
+            self._connector_active = False
+            if self._closing:
+                return True
+            if self._reconnect and not force:
+                self._connector_active = True
+                self._stop_reconnect.clear()
+                return False
+        log.info("connection attempts end: %s", reason)
+        self._give_up(reason)
+        return True
+
+    def _give_up(self, reason: str) -> None:
+        """Nothing will (re)connect: the waiting sockets fail, the threads end."""
+        error = ConnectError(reason)
+        for sock in list(self.sockets.values()):
+            if sock._active:
+                sock._abandon(error)
+        self.close()
 
     # -- losing the connection -------------------------------------------------------------------
     def _on_engine_close(self, engine: EngineIOClient, reason: str) -> None:
@@ -298,122 +499,64 @@ class Manager:
         for sock in sockets:
             sock._on_transport_lost(reason)
         if self.will_reconnect(reason) and any(s._active for s in sockets):
-            self._start_reconnect()
+            with self._lock:
+                self._start_connector(immediate=False)
         elif reason != IO_CLIENT_DISCONNECT:
             for sock in sockets:
                 sock._active = False
                 sock._fail_buffered(f"connection lost for good ({reason})")
             self.close()  # nothing will reconnect: end the helper threads too
 
-    def _start_reconnect(self) -> None:
-        with self._lock:
-            if self._reconnecting or self._closing:
-                return
-            self._reconnecting = True
-            self._attempt = 0
-            self._schedule_attempt()
-
-    def _notify(self, event: str, *args: Any) -> None:
-        for sock in list(self.sockets.values()):
-            if sock._active:
-                self.dispatcher.submit(sock._emit_lifecycle, event, args, urgent=True)
-
-    def _schedule_attempt(self) -> None:
-        """Arm the backoff timer of the next attempt (caller holds the lock); the attempt
-        itself runs on the loop's bounded handshake pool, never on the loop."""
-        delay = backoff_delay(
-            self._attempt, self.reconnect_delay, self.reconnect_delay_max, self.randomization_factor
-        )
-        pool = self.loop.blocking
-        self._reconnect_timer = self.loop.call_later(
-            delay, lambda: pool.submit(self._reconnect_attempt)
-        )
-
-    def _reconnect_attempt(self) -> None:
-        with self._lock:
-            if not self._reconnecting or self._closing:
-                return
-            if not any(s._active for s in self.sockets.values()):
-                self._reconnecting = False
-                return
-            if self.max_reconnect_attempts is not None and (
-                self._attempt >= self.max_reconnect_attempts
-            ):
-                give_up = True
-            else:
-                give_up = False
-                self._attempt += 1
-            attempt = self._attempt
-        if give_up:
-            log.warning("reconnection failed after %d attempts", attempt)
-            self._notify("reconnect_failed")
-            for sock in list(self.sockets.values()):
-                sock._active = False
-                sock._fail_buffered("reconnection failed")
-            with self._lock:
-                self._reconnecting = False
-            self.close()
-            return
-        self._notify("reconnect_attempt", attempt)
-        try:
-            self._connect_engine()
-        except ConnectError as exc:
-            log.info("reconnect attempt %d failed: %s", attempt, exc)
-            with self._lock:
-                if self._closing or not self._reconnecting:
-                    return
-            self._notify("reconnect_error", exc)
-            with self._lock:
-                if not self._closing and self._reconnecting:
-                    if self.max_reconnect_attempts is not None and (
-                        attempt >= self.max_reconnect_attempts
-                    ):
-                        self._reconnect_timer = None
-                        self.loop.blocking.submit(self._reconnect_attempt)
-                    else:
-                        self._schedule_attempt()
-            return
-        with self._lock:
-            self._reconnecting = False
-            self.reconnects += 1
-        log.info("reconnected after %d attempt(s)", attempt)
-        self._notify("reconnect", attempt)
-        for sock in list(self.sockets.values()):
-            if sock._active:
-                with sock._lock:
-                    try:
-                        sock._send_connect()
-                    except NotConnectedError:
-                        pass  # lost again: the engine's close starts the next round
-
     # -- closing ---------------------------------------------------------------------------------
     def release(self, socket: Socket) -> None:
         """A namespace stopped being active; close everything once none is."""
         if any(s._active for s in self.sockets.values()):
             return
-        self.close()
+        self.close(if_unused=True)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the connection (aborting a handshake in progress) and let go of the loop and
-        the pool; waits (up to ``timeout``) for the handlers already queued, never for a
-        hanging connect."""
+    def close(self, timeout: float = 5.0, *, if_unused: bool = False) -> None:
+        """Close the connection (aborting a handshake in progress, never waiting for it) and
+        let go of the loop and the pool (``if_unused``: unless a namespace became active
+        meanwhile, e.g. a connect() racing a refusal); waits up to ``timeout`` for the handlers
+        already queued."""
         with self._lock:
+            if if_unused and any(s._active for s in self.sockets.values()):
+                return
             self._closing = True
-            self._reconnecting = False
-            timer = self._reconnect_timer
-            self._reconnect_timer = None
+            self._stop_reconnect.set()
             engine = self.engine
+            # detached: its close must not touch a connection a racing connect() opens
+            self.engine = None
+            opening = self._opening
+            series = self._series
+            self._series = None
             generation = self._generation
-        if timer is not None:
-            timer.cancel()
+        if series is not None and series.timer is not None:
+            series.timer.cancel()
+        if opening is not None:
+            opening.close(0.5)  # aborts a handshake blocked on the network
         if engine is not None:
             engine.close(min(timeout, 1.0))
         self.dispatcher.drain(timeout)
         with self._lock:
             # connect() may have opened a new connection meanwhile (e.g. right after a
             # refusal closed the old one): then the holds are its, not ours to release
-            if self._generation == generation and self._closing:
-                self._unhold()
+            if self._generation != generation:
+                return
+            self._connector_active = False
+            self._unhold()
+
+
+class _Series:
+    """The state of one background series of connection attempts (see _start_connector)."""
+
+    __slots__ = ("first", "last_error", "policy", "timer")
+
+    def __init__(self, policy: ReconnectPolicy, first: bool) -> None:
+        self.policy = policy
+        self.first = first
+        self.last_error = "reconnection is turned off"
+        self.timer: TimerHandle | None = None
 
 
 class Client(Socket):
@@ -432,6 +575,7 @@ class Client(Socket):
         path: str = "/socket.io/",
         auth: AuthSource = None,
         headers: Mapping[str, str] | None = None,
+        query: Mapping[str, Any] | None = None,
         transports: Sequence[str] = ("polling", "websocket"),
         upgrade: bool = True,
         reconnect: bool = True,
@@ -445,10 +589,11 @@ class Client(Socket):
         parser: str = "default",
         buffer_size: int = 10_000,
         dispatch_queue_size: int = 10_000,
+        ack_timeout: float | None = None,
+        retries: int = 0,
         loop: IOLoop | None = None,
         dispatch_pool: DispatchPool | None = None,
     ) -> None:
-        """``loop`` / ``dispatch_pool``: private ones instead of the process-wide ones."""
         parts = urllib.parse.urlsplit(url)
         if parts.path not in ("", "/") and namespace == "/":
             namespace = parts.path  # io("http://host/admin") means namespace /admin, as in JS
@@ -457,6 +602,7 @@ class Client(Socket):
             base,
             path=path,
             headers=headers,
+            query=query,
             transports=transports,
             upgrade=upgrade,
             reconnect=reconnect,
@@ -470,6 +616,8 @@ class Client(Socket):
             parser=parser,
             buffer_size=buffer_size,
             dispatch_queue_size=dispatch_queue_size,
+            ack_timeout=ack_timeout,
+            retries=retries,
             loop=loop,
             dispatch_pool=dispatch_pool,
         )
@@ -479,6 +627,16 @@ class Client(Socket):
     @property
     def manager(self) -> Manager:
         return self._manager
+
+    @property
+    def reconnect(self) -> bool:
+        """Whether a lost or failed connection is retried. Settable at run time: False stops
+        a reconnection in progress (before its next attempt) and gives its sockets up."""
+        return self._manager.reconnect
+
+    @reconnect.setter
+    def reconnect(self, enabled: bool) -> None:
+        self._manager.reconnect = enabled
 
     def socket(self, namespace: str, auth: AuthSource = _INHERIT) -> Socket:
         """The socket of another namespace on the same connection (made once, then reused).
@@ -504,6 +662,7 @@ class Client(Socket):
                     manager.send(sock.namespace, Packet(PacketType.DISCONNECT, sock.namespace))
                 except NotConnectedError:
                     pass
+            sock._abort_connect(ConnectError("the client disconnected while connecting"))
             sock._on_lost(IO_CLIENT_DISCONNECT, was)
             sock._fail_buffered("the client disconnected")
         manager.close()

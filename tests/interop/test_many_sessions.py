@@ -201,15 +201,42 @@ def test_no_library_thread_is_left_after_every_client_disconnected(
     assert client_threads() == []
 
 
+class BlackHole:
+    """A TCP listener that accepts connections and never answers a byte; ``accepted`` is set
+    once a client's connection got in (its handshake is then waiting for the answer)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(5)
+        for conn in self._held:
+            conn.close()
+
+
 @pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A TCP listener that accepts connections (the kernel completes the handshake into the
-    backlog) and never answers a byte."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    srv.close()
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    yield hole
+    hole.close()
 
 
 # generous upper bound: a correctness bound for "does not wait connect_timeout" (30 s here)
@@ -218,9 +245,9 @@ PROMPT = 5.0
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
 def test_disconnect_is_prompt_while_a_blocking_connect_hangs(
-    black_hole: str, transports: list[str]
+    black_hole: BlackHole, transports: list[str]
 ) -> None:
-    c = Client(black_hole, transports=transports, connect_timeout=30)
+    c = Client(black_hole.url, transports=transports, connect_timeout=30)
     errors: list[BaseException] = []
     started = threading.Event()
 
@@ -234,7 +261,7 @@ def test_disconnect_is_prompt_while_a_blocking_connect_hangs(
     t = threading.Thread(target=connect)
     t.start()
     assert started.wait(10)
-    wait_until(lambda: c.manager.engine is not None, 10, "the handshake started")
+    assert black_hole.accepted.wait(10)
     t0 = time.monotonic()
     c.disconnect()
     assert time.monotonic() - t0 < PROMPT
@@ -246,11 +273,11 @@ def test_disconnect_is_prompt_while_a_blocking_connect_hangs(
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
 def test_disconnect_is_prompt_while_a_background_connect_hangs(
-    black_hole: str, transports: list[str]
+    black_hole: BlackHole, transports: list[str]
 ) -> None:
-    c = Client(black_hole, transports=transports, connect_timeout=30)
+    c = Client(black_hole.url, transports=transports, connect_timeout=30)
     c.connect(wait=False)
-    wait_until(lambda: c.manager.engine is not None, 10, "the handshake started")
+    assert black_hole.accepted.wait(10)
     t0 = time.monotonic()
     c.disconnect()
     assert time.monotonic() - t0 < PROMPT
@@ -267,13 +294,10 @@ def test_disconnect_is_prompt_while_a_reconnection_attempt_hangs(node_server: An
     c.connect()
     port = server.port
     server.stop()
-    hole = socket.socket()
-    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    hole.bind(("127.0.0.1", port))
-    hole.listen(64)
+    hole = BlackHole(port)
     try:
         log.wait("reconnect_attempt", 1, timeout=20)
-        wait_until(lambda: c.manager.engine is not None, 10, "the attempt's handshake started")
+        assert hole.accepted.wait(20)  # an attempt's handshake hangs on the black hole
         t0 = time.monotonic()
         c.disconnect()
         assert time.monotonic() - t0 < PROMPT

@@ -113,6 +113,13 @@ function isFn(x) {
   return typeof x === "function";
 }
 
+// the reason the server saw for each socket's disconnect, keyed by socket id (namespace sid)
+const disconnectReasons = new Map();
+function recordDisconnect(id, reason) {
+  disconnectReasons.set(id, reason);
+  if (disconnectReasons.size > 10000) disconnectReasons.delete(disconnectReasons.keys().next().value);
+}
+
 function setup(nsp) {
   nsp.on("connection", (socket) => {
     const name = socket.nsp.name;
@@ -122,9 +129,27 @@ function setup(nsp) {
     if (socket.recovered) st.recovered += 1;
     const engineId = socket.conn.id;
 
-    socket.on("disconnect", () => {
+    socket.on("disconnect", (reason) => {
       st.disconnections += 1;
       st.connected -= 1;
+      recordDisconnect(socket.id, reason);
+    });
+
+    // conformance tests: what the server saw of another socket, raw engine.io writes
+    socket.on("get_disconnect_reason", (id, cb) => {
+      if (isFn(cb)) cb(disconnectReasons.has(id) ? disconnectReasons.get(id) : null);
+    });
+
+    socket.on("engine_has", (sid, cb) => {
+      if (isFn(cb)) cb(Object.prototype.hasOwnProperty.call(io.engine.clients, sid));
+    });
+
+    socket.on("send_raw", (data) => {
+      socket.conn.write(String(data)); // one engine.io message, not a valid socket.io packet
+    });
+
+    socket.on("get_query", (cb) => {
+      if (isFn(cb)) cb({ query: socket.handshake.query, url: socket.handshake.url });
     });
 
     socket.on("error", (err) => {
