@@ -37,17 +37,22 @@ class IOHandler(Protocol):
 
 
 class TimerHandle:
-    """A scheduled call; :meth:`cancel` makes it a no-op (it stays in the heap until due)."""
+    """A scheduled call; :meth:`cancel` makes it a no-op (it stays in the heap until due, or
+    until a loop without holders cleans up to end)."""
 
-    __slots__ = ("cancelled", "fn", "when")
+    __slots__ = ("_loop", "cancelled", "fn", "when")
 
-    def __init__(self, when: float, fn: Callable[[], Any]) -> None:
+    def __init__(self, when: float, fn: Callable[[], Any], loop: IOLoop | None = None) -> None:
         self.when = when
         self.fn = fn
         self.cancelled = False
+        self._loop = loop
 
     def cancel(self) -> None:
         self.cancelled = True
+        loop = self._loop
+        if loop is not None and loop.holders == 0:
+            loop._wake()  # it may be running only for this timer: let it end
 
 
 class IOLoop:
@@ -76,9 +81,7 @@ class IOLoop:
         """Keep the loop running (start it if needed) until the matching :meth:`release`."""
         with self._lock:
             self._refs += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+            self._ensure_thread()
         self.blocking.acquire()
 
     def release(self) -> None:
@@ -92,8 +95,9 @@ class IOLoop:
             if self._refs:
                 return
             thread = self._thread
+            ending = not self._live_timers_locked()
         self._wake()
-        if thread is not None and thread is not threading.current_thread():
+        if ending and thread is not None and thread is not threading.current_thread():
             thread.join(1.0)
         self.blocking.join(0.25)  # idle handshake workers end at once; a hanging one is not waited
 
@@ -121,18 +125,36 @@ class IOLoop:
         """Run ``fn()`` on the loop thread, soon (thread-safe)."""
         with self._lock:
             self._ready.append(fn)
+            self._ensure_thread()
         if not self.in_loop():
             self._wake()
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> TimerHandle:
-        """Run ``fn()`` on the loop thread after ``delay`` seconds (thread-safe)."""
-        handle = TimerHandle(time.monotonic() + max(0.0, delay), fn)
+        """Run ``fn()`` on the loop thread after ``delay`` seconds (thread-safe). A timer
+        keeps the loop running without holders (e.g. the ack timeout of an emit buffered
+        while disconnected) until it fired or was cancelled."""
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), fn, self)
         with self._lock:
             heapq.heappush(self._timers, (handle.when, next(self._seq), handle))
             head = self._timers[0][2] is handle
+            self._ensure_thread()
         if head and not self.in_loop():
             self._wake()
         return handle
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if it is not running (caller holds the lock)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def _live_timers_locked(self) -> int:
+        """Drop cancelled timers; how many are left (caller holds the lock)."""
+        timers = self._timers
+        if any(entry[2].cancelled for entry in timers):
+            timers[:] = [entry for entry in timers if not entry[2].cancelled]
+            heapq.heapify(timers)
+        return len(timers)
 
     def _wake(self) -> None:
         with self._lock:
@@ -183,11 +205,9 @@ class IOLoop:
         wake_r = self._wake_r
         while True:
             with lock:
-                if self._refs == 0:
-                    # the last holder left: end, dropping what nobody waits for any more
+                if self._refs == 0 and not ready and not self._live_timers_locked():
+                    # the last holder left and no timer is pending: end
                     self._thread = None
-                    self._timers.clear()
-                    self._ready.clear()
                     return
                 if ready:
                     timeout: float | None = 0.0
