@@ -209,26 +209,18 @@ class EngineIOClient:
             with self._cond:
                 self._handshake = None
 
-    def abort(self) -> None:
-        """Stop a connect in progress at once (from another thread): a handshake that hangs on
-        a server that never answers fails now instead of after ``connect_timeout``."""
-        with self._cond:
-            self.session.close()
-            handshake = self._handshake
-            self._cond.notify_all()
-        if handshake is not None:
-            handshake.abort()
-        self._shutdown_transports()
-
     def _attach(self, ws: WebSocketTransport) -> None:
         """Hand the websocket to the I/O loop and arm the ping-timeout timer."""
         ws.attach(self._loop, self._ws_message, self._ws_lost)
         self._arm_ping_timer()
 
     def _arm_ping_timer(self) -> None:
-        self._ping_timer = self._loop.call_later(
-            self.session.ping_time_left() + 0.001, self._check_ping
-        )
+        with self._cond:  # never armed after the close that would have cancelled it
+            if self.session.closed:
+                return
+            self._ping_timer = self._loop.call_later(
+                self.session.ping_time_left() + 0.001, self._check_ping
+            )
 
     def _check_ping(self) -> None:
         """Loop thread: one timer per session, re-armed for the current deadline (a PING
@@ -520,7 +512,9 @@ class EngineIOClient:
             log.exception("engine.io close handler failed")
 
     def _shutdown_transports(self) -> None:
-        timer = self._ping_timer
+        with self._cond:
+            timer = self._ping_timer
+            self._ping_timer = None
         if timer is not None:
             timer.cancel()
         if self._ws is not None:

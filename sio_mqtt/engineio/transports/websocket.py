@@ -249,6 +249,8 @@ class WebSocketTransport:
         self._on_message = on_message
         self._on_lost = on_lost
         with self._lock:
+            if self._closed:
+                return  # closed while being handed over (a close racing an upgrade)
             self._loop = loop
             self._events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
             loop.register(self._sock, self, self._events)
