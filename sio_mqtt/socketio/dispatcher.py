@@ -1,12 +1,15 @@
-"""The two helper threads of a client: the handler dispatcher and the deadline scheduler.
+"""Where user code runs: :class:`DispatchPool` (a bounded pool of handler threads shared by
+every client of the process) with one :class:`SerialQueue` per client (that client's events in
+arrival order, one at a time; a blocked handler delays only its own client).
 
-Dispatcher: runs user code (event handlers, ack callbacks, lifecycle events) on ONE thread, in
-arrival order, so handlers never race each other and a slow handler never stalls the reader.
-Its queue is bounded; when full, the reader waits (back-pressure reaches the server through TCP)
-instead of memory growing. Lifecycle notices (``urgent=True``) may exceed the bound by a few
-items so a closing connection never deadlocks on a full queue.
+A queue is bounded: a producer finding it full waits (back-pressure), except the I/O loop,
+which must never wait: there the connection pauses its reading until the queue drained, so TCP
+pushes back on that server while every other connection keeps flowing. Lifecycle notices
+(``urgent=True``) may exceed the bound so a closing connection never deadlocks on a full queue.
 
-Scheduler: one thread for all deadlines (ack timeouts), instead of a timer thread per message.
+:class:`Dispatcher` (one thread, one FIFO) and :class:`Scheduler` (one deadline thread) are the
+single-client forms kept as small standalone executors; the client itself uses the pool and the
+loop's timer heap.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from support import Recorder, client_threads, wait_until
 
-from sio_mqtt import Client
+from sio_mqtt import Client, DispatchPool, IOLoop
 from sio_mqtt.errors import ConnectError
 from sio_mqtt.socketio.dispatcher import shared_pool
 
@@ -196,6 +196,26 @@ def test_no_library_thread_is_left_after_every_client_disconnected(
     connect_all(made, node_server_default.url, 50)
     assert made[0].call("echo_ack", 1, timeout=10) == 1
     assert client_threads()
+    for c in made:
+        c.disconnect()
+    assert client_threads() == []
+
+
+def test_a_private_loop_and_pool_serve_their_clients_and_end_with_them(
+    node_server_default: Any,
+) -> None:
+    loop = IOLoop(name="sio-mqtt-private-loop")
+    pool = DispatchPool(workers=2, name="sio-mqtt-private-dispatch")
+    made = [
+        Client(node_server_default.url, transports=WS, loop=loop, dispatch_pool=pool)
+        for _ in range(3)
+    ]
+    for c in made:
+        c.connect()
+    assert [c.call("echo_ack", i, timeout=10) for i, c in enumerate(made)] == [0, 1, 2]
+    names = client_threads()
+    assert "sio-mqtt-private-loop" in names and "sio-mqtt-loop" not in names
+    assert all(n.startswith("sio-mqtt-private") for n in names)
     for c in made:
         c.disconnect()
     assert client_threads() == []
