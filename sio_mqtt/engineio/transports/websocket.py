@@ -3,7 +3,10 @@ read by the I/O loop, written by the caller's thread, TCP_NODELAY."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import os
 import select
 import selectors
 import socket
@@ -105,20 +108,71 @@ def websocket_connect_options(options: TransportOptions, timeout: float) -> dict
     return kwargs
 
 
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
+def upgrade_request(
+    sock: socket.socket, parts: urllib.parse.SplitResult, header: list[str], cookie: str | None
+) -> tuple[dict[str, list[str]], bytes]:
+    """Send the HTTP upgrade on a connected socket, read the 101 response; returns its headers
+    (lower-case names, values as lists) and the bytes after it (frames already sent)."""
+    key = base64.b64encode(os.urandom(16))
+    hostport = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [
+        f"GET {target} HTTP/1.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Host: {hostport}",
+        f"Origin: http://{hostport}",
+        f"Sec-WebSocket-Key: {key.decode()}",
+        "Sec-WebSocket-Version: 13",
+        *header,
+    ]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise TransportError("websocket closed during the handshake")
+        buf += chunk
+        if len(buf) > _MAX_RESPONSE_HEAD:
+            raise TransportError("websocket handshake response too large")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = status_line.split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    if status != 101:
+        raise TransportError(f"websocket handshake refused: HTTP {status}")
+    headers: dict[str, list[str]] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+    if headers.get("upgrade", [""])[0].lower() != "websocket":
+        raise TransportError("websocket handshake: no 'Upgrade: websocket' in the response")
+    if headers.get("sec-websocket-accept", [""])[0] != accept:
+        raise TransportError("websocket handshake: wrong Sec-WebSocket-Accept")
+    return headers, rest
+
+
 class Handshake:
     """A websocket handshake in progress, abortable from another thread: :meth:`abort` shuts
     its socket down (a blocked ``recv`` fails at once) and makes a TCP connect that is still
     running fail as soon as it returns. (websocket-client's own ``abort`` only acts once the
     handshake is complete.)"""
 
-    def __init__(self, ws: wsc.WebSocket) -> None:
+    def __init__(self, ws: wsc.WebSocket | None) -> None:
         self.ws = ws
         self.sock: socket.socket | None = None
         self.aborted = False
 
     def abort(self) -> None:
         self.aborted = True
-        for sock in (self.sock, self.ws.sock):
+        for sock in (self.sock, self.ws.sock if self.ws is not None else None):
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -150,6 +204,7 @@ class WebSocketTransport:
         *,
         ws: wsc.WebSocket | None = None,
         max_message: int = 64 * 1024 * 1024,
+        initial: bytes = b"",
     ) -> None:
         """Take over ``sock`` after a completed handshake (``ws``: the websocket-client object
         that made it, kept for its shutdown)."""
@@ -164,6 +219,8 @@ class WebSocketTransport:
         self._keys = MaskKeys()
         self._closed = False
         self._decoder = FrameDecoder(max_message)
+        if initial:  # frames that came with the handshake's response
+            self._decoder.feed(initial)
         self._loop: IOLoop | None = None
         self._events = 0  # what the loop waits for
         self._read_paused = False
@@ -201,6 +258,12 @@ class WebSocketTransport:
         url = options.endpoint("ws", **params)
         timeout = timeout or options.connect_timeout
         kwargs = websocket_connect_options(options, timeout)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "ws" and "http_proxy_host" not in kwargs:
+            handshake = Handshake(None)
+            if on_socket is not None:
+                on_socket(handshake)
+            return cls._open_plain(parts, kwargs, timeout, handshake, options)
         ws = make(
             sockopt=kwargs.pop("sockopt"),
             sslopt=kwargs.pop("sslopt", None),
@@ -211,17 +274,7 @@ class WebSocketTransport:
         handshake = Handshake(ws)
         if on_socket is not None:
             on_socket(handshake)
-        parts = urllib.parse.urlsplit(url)
         try:
-            if parts.scheme == "ws" and "http_proxy_host" not in kwargs:
-                # plain and direct: our own TCP connect, so an abort during it is seen
-                sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                handshake.sock = sock
-                if handshake.aborted:
-                    sock.close()
-                    raise TransportClosed("websocket connect aborted")
-                kwargs["socket"] = sock
             ws.connect(url, **kwargs)  # type: ignore[no-untyped-call]
         except wsc.WebSocketBadStatusException as exc:
             ws.shutdown()  # type: ignore[no-untyped-call]
@@ -236,6 +289,40 @@ class WebSocketTransport:
         if ws.sock is None:
             raise TransportError("websocket closed during the handshake")
         return cls(ws.sock, ws=ws)
+
+    @classmethod
+    def _open_plain(
+        cls,
+        parts: urllib.parse.SplitResult,
+        kwargs: dict[str, Any],
+        timeout: float,
+        handshake: Handshake,
+        options: TransportOptions,
+    ) -> WebSocketTransport:
+        """A plain, direct ws:// handshake of our own: one write, response read in blocks
+        (websocket-client reads it a byte per ``recv``, the cost of a connect storm), and
+        abortable at every point (the TCP connect included)."""
+        try:
+            sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+        except OSError as exc:
+            raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
+        handshake.sock = sock
+        try:
+            if handshake.aborted:
+                raise TransportClosed("websocket connect aborted")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            headers, rest = upgrade_request(
+                sock, parts, kwargs.get("header", []), kwargs.get("cookie")
+            )
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
+        except TransportError:
+            sock.close()
+            raise
+        if headers.get("set-cookie"):
+            options.store_set_cookie(headers["set-cookie"])
+        return cls(sock, initial=rest)
 
     # -- the loop ------------------------------------------------------------------------------
     def attach(
