@@ -22,7 +22,7 @@ from sio_mqtt.engineio.transports.base import TransportOptions
 from sio_mqtt.errors import ConnectError, NotConnectedError
 from sio_mqtt.socketio import packet as json_parser
 from sio_mqtt.socketio.backoff import ReconnectPolicy
-from sio_mqtt.socketio.dispatcher import Dispatcher, Scheduler
+from sio_mqtt.socketio.dispatcher import Dispatcher, Scheduler, Timer
 from sio_mqtt.socketio.packet import Packet, PacketType
 from sio_mqtt.socketio.socket import AuthSource, Socket, SocketState
 
@@ -148,9 +148,9 @@ class Manager:
         self._open_lock = threading.Lock()  # one Engine.IO open at a time
         self._opening: EngineIOClient | None = None  # the engine being opened, for close()
         self._closing = False
-        self._connector: threading.Thread | None = None
-        self._connector_active = False  # guarded by _lock; True until the series ends
-        self._stop_reconnect = threading.Event()
+        self._series: ReconnectPolicy | None = None  # the series of attempts running
+        self._timer: Timer | None = None  # its wait for the next attempt
+        self._connector: threading.Thread | None = None  # its latest attempt
         #: how many times the connection was re-established
         self.reconnects = 0
         self._generation = 0  # counts connection series; see close()
@@ -166,7 +166,7 @@ class Manager:
     @property
     def reconnecting(self) -> bool:
         """True while a series of (re)connection attempts runs in the background."""
-        return self._connector_active
+        return self._series is not None
 
     @property
     def reconnect(self) -> bool:
@@ -177,8 +177,17 @@ class Manager:
     @reconnect.setter
     def reconnect(self, enabled: bool) -> None:
         self._reconnect = bool(enabled)
-        if not enabled:
-            self._stop_reconnect.set()
+        if enabled:
+            return
+        with self._lock:
+            timer = self._timer
+            if timer is None:
+                return  # no wait in progress; a running attempt ends the series if it fails
+            timer.cancel()
+            self._timer = None
+            self._series = None
+        log.info("reconnection turned off: the series of attempts ends")
+        self._give_up("reconnection was turned off")
 
     def will_reconnect(self, reason: str) -> bool:
         return self._reconnect and not self._closing and reason in RECONNECTABLE
@@ -229,18 +238,18 @@ class Manager:
             if self._engine_open():
                 self._send_connects([sock])
                 return
-            if self._connector_active:
+            if self._series is not None:
                 return  # the running series sends our CONNECT when it gets through
             self._begin()
             if not block:
-                self._start_connector(immediate=True)
+                self._start_series(immediate=True)
                 return
         with self._open_lock:
             with self._lock:
                 if self._engine_open():
                     self._send_connects([sock])
                     return
-                if self._connector_active:
+                if self._series is not None:
                     return
             try:
                 self._open_engine()
@@ -255,7 +264,6 @@ class Manager:
         """A new connection series (caller holds the lock): the helper threads are its."""
         self._generation += 1  # a close() still running must leave the threads alone
         self._closing = False
-        self._stop_reconnect.clear()
         self.dispatcher.start()
 
     def _send_connects(self, sockets: Sequence[Socket]) -> None:
@@ -316,95 +324,111 @@ class Manager:
                 sock._fire("connect_error", (error,), urgent=True)
 
     # -- the background series of attempts -------------------------------------------------------
-    def _start_connector(self, immediate: bool) -> None:
-        """Start a series of attempts (caller holds the lock). ``immediate``: the first
-        attempt goes at once and is not a "reconnect_attempt" (a first ``connect``)."""
-        if self._connector_active or self._closing:
-            return
-        self._stop_reconnect.clear()
-        self._connector_active = True
+    # One series at a time (``_series``, its policy). The waits between attempts are scheduler
+    # timers; an attempt runs on a short-lived thread, as it blocks in the handshake. (A shared
+    # I/O loop runs the same steps: its timers for the waits, its handshake pool for attempts.)
+    def _start_series(self, immediate: bool) -> None:
+        """Start a series of attempts unless one runs. ``immediate``: the first attempt goes
+        at once and is no "reconnect_attempt" (a first ``connect``); else after the backoff."""
+        with self._lock:
+            if self._series is not None or self._closing:
+                return
+            policy = self._series = self._policy()
+            if immediate:
+                self._run_attempt(policy, True, "")
+                return
+        self._schedule_attempt(policy, "")
+
+    def _schedule_attempt(self, policy: ReconnectPolicy, last_error: str) -> None:
+        """Arm the backoff timer of the next attempt, or end the series: attempts exhausted
+        ("reconnect_failed") or reconnection turned off."""
+        with self._lock:
+            if self._series is not policy:
+                return  # ended meanwhile (close(), reconnect set to False)
+            if self._closing:
+                self._series = None
+                return
+            delay = policy.next_delay() if self._reconnect else None
+            if delay is not None:
+                self._timer = self.scheduler.call_later(
+                    delay, lambda: self._timer_fired(policy, last_error)
+                )
+                return
+            self._series = None
+            exhausted = self._reconnect
+        if exhausted:
+            log.warning("reconnection failed after %d attempts", policy.attempts)
+            self._notify("reconnect_failed")
+            self._give_up("reconnection failed")
+        else:
+            log.info("connection attempts end: reconnection is turned off")
+            self._give_up(last_error or "reconnection is turned off")
+
+    def _timer_fired(self, policy: ReconnectPolicy, last_error: str) -> None:
+        with self._lock:
+            if self._series is not policy or self._timer is None:
+                return  # cancelled
+            self._timer = None
+            self._run_attempt(policy, False, last_error)
+
+    def _run_attempt(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
+        """Start one attempt on its own thread (caller holds the lock)."""
         thread = threading.Thread(
-            target=self._run_connector,
-            args=(self._policy(), immediate),
+            target=self._attempt,
+            args=(policy, first, last_error),
             name="sio-mqtt-reconnect",
             daemon=True,
         )
         self._connector = thread
         thread.start()
 
-    def _run_connector(self, policy: ReconnectPolicy, immediate: bool) -> None:
+    def _attempt(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
         try:
-            self._connect_series(policy, immediate)
+            self._try_open(policy, first, last_error)
         except Exception:  # a bug must not leave the sockets waiting forever
-            log.exception("the connection series failed")
+            log.exception("a connection attempt failed unexpectedly")
             with self._lock:
-                self._connector_active = False
-            self._give_up("the connection series failed")
+                if self._series is policy:
+                    self._series = None
+            self._give_up("the connection attempt failed unexpectedly")
 
-    def _connect_series(self, policy: ReconnectPolicy, immediate: bool) -> None:
-        first = immediate
-        last_error = "reconnection is turned off"
-        while True:
-            if not first:
-                if not self._reconnect:
-                    self._stop_or_end(last_error)
-                    return
-                delay = policy.next_delay()
-                if delay is None:
-                    log.warning("reconnection failed after %d attempts", policy.attempts)
-                    self._notify("reconnect_failed")
-                    self._stop_or_end("reconnection failed", force=True)
-                    return
-                if self._stop_reconnect.wait(delay) and self._stop_or_end(last_error):
-                    return
-                self._notify("reconnect_attempt", policy.attempts)
-            with self._open_lock:
-                with self._lock:
-                    if self._stop_reconnect.is_set() and self._stop_or_end(last_error):
-                        return
-                    if not any(s._active for s in self.sockets.values()):
-                        self._connector_active = False
-                        return
-                    ready = self._engine_open()  # a blocking connect() opened it meanwhile
-                if not ready:
-                    try:
-                        self._open_engine()
-                    except ConnectError as exc:
-                        log.info("connection attempt %d failed: %s", policy.attempts, exc)
-                        if self._closing:
-                            self._stop_or_end(last_error)
-                            return
-                        last_error = exc.message
-                        self._notify_connect_error(exc)
-                        if not first:
-                            self._notify("reconnect_error", exc)
-                        first = False
-                        continue
-                with self._lock:
-                    self._connector_active = False
-                    if policy.attempts:
-                        self.reconnects += 1
-                        log.info("reconnected after %d attempt(s)", policy.attempts)
-                        self._notify("reconnect", policy.attempts)
-                    self._send_connects(list(self.sockets.values()))
+    def _try_open(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
+        if not first:
+            if not self._reconnect:  # turned off while the timer ran
+                self._schedule_attempt(policy, last_error)
                 return
-
-    def _stop_or_end(self, reason: str, force: bool = False) -> bool:
-        """End the series unless the stop was stale (reconnect set False, then True again).
-        A closing client cleans up itself; else the waiting sockets are given up."""
-        with self._lock:
-            if not self._connector_active:
-                return True
-            self._connector_active = False
-            if self._closing:
-                return True
-            if self._reconnect and not force:
-                self._connector_active = True
-                self._stop_reconnect.clear()
-                return False
-        log.info("connection attempts end: %s", reason)
-        self._give_up(reason)
-        return True
+            self._notify("reconnect_attempt", policy.attempts)
+        with self._open_lock:
+            with self._lock:
+                if self._series is not policy:
+                    return
+                if self._closing or not any(s._active for s in self.sockets.values()):
+                    self._series = None
+                    return
+                ready = self._engine_open()  # a blocking connect() opened it meanwhile
+            if not ready:
+                try:
+                    self._open_engine()
+                except ConnectError as exc:
+                    log.info("connection attempt %d failed: %s", policy.attempts, exc)
+                    if self._closing:
+                        with self._lock:
+                            if self._series is policy:
+                                self._series = None
+                        return
+                    self._notify_connect_error(exc)
+                    if not first:
+                        self._notify("reconnect_error", exc)
+                    self._schedule_attempt(policy, exc.message)
+                    return
+            with self._lock:
+                if self._series is policy:
+                    self._series = None
+                if policy.attempts:
+                    self.reconnects += 1
+                    log.info("reconnected after %d attempt(s)", policy.attempts)
+                    self._notify("reconnect", policy.attempts)
+                self._send_connects(list(self.sockets.values()))
 
     def _give_up(self, reason: str) -> None:
         """Nothing will (re)connect: the waiting sockets fail, the threads end."""
@@ -424,8 +448,7 @@ class Manager:
         for sock in sockets:
             sock._on_transport_lost(reason)
         if self.will_reconnect(reason) and any(s._active for s in sockets):
-            with self._lock:
-                self._start_connector(immediate=False)
+            self._start_series(immediate=False)
         elif reason != IO_CLIENT_DISCONNECT:
             for sock in sockets:
                 sock._active = False
@@ -446,7 +469,10 @@ class Manager:
             if if_unused and any(s._active for s in self.sockets.values()):
                 return
             self._closing = True
-            self._stop_reconnect.set()
+            self._series = None
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
             engine = self.engine
             # detached: its close must not touch a connection a racing connect() opens
             self.engine = None
@@ -465,7 +491,6 @@ class Manager:
             # refusal closed the old one): then the helper threads are its, not ours to stop
             if self._generation != generation:
                 return
-            self._connector_active = False
             dispatcher_thread = self.dispatcher.request_stop()
             self.scheduler.stop(0)
         self.scheduler.join(timeout)

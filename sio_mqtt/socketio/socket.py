@@ -641,7 +641,7 @@ class Socket:
         self,
         event: str,
         *args: Any,
-        timeout: float | None | Literal[_Default.TIMEOUT] = _Default.TIMEOUT,
+        timeout: float | Literal[_Default.TIMEOUT] | None = _Default.TIMEOUT,
     ) -> Any:
         """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)
         after ``timeout`` seconds (None: no bound; default: the client's ``ack_timeout``, else
