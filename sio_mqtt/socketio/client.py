@@ -160,13 +160,12 @@ class Manager:
         self.dispatcher.on_full = self._dispatch_full
         self.dispatcher.on_drained = self._dispatch_drained
         self._held = False  # holding the loop and the pool (between a series and close)
-        self._series: _Series | None = None  # the background series of attempts
         self._lock = threading.RLock()  # state; never held while a connection opens
         self._open_lock = threading.Lock()  # one Engine.IO open at a time
         self._opening: EngineIOClient | None = None  # the engine being opened, for close()
         self._closing = False
-        self._connector_active = False  # guarded by _lock; True until the series ends
-        self._stop_reconnect = threading.Event()
+        self._series: ReconnectPolicy | None = None  # the series of attempts running
+        self._timer: TimerHandle | None = None  # its wait for the next attempt
         #: how many times the connection was re-established
         self.reconnects = 0
         self._generation = 0  # counts connection series; see close()
@@ -182,7 +181,7 @@ class Manager:
     @property
     def reconnecting(self) -> bool:
         """True while a series of (re)connection attempts runs in the background."""
-        return self._connector_active
+        return self._series is not None
 
     @property
     def reconnect(self) -> bool:
@@ -193,9 +192,17 @@ class Manager:
     @reconnect.setter
     def reconnect(self, enabled: bool) -> None:
         self._reconnect = bool(enabled)
-        if not enabled:
-            self._stop_reconnect.set()
-            self._stop_series_now()
+        if enabled:
+            return
+        with self._lock:
+            timer = self._timer
+            if timer is None:
+                return  # no wait in progress; a running attempt ends the series if it fails
+            timer.cancel()
+            self._timer = None
+            self._series = None
+        log.info("reconnection turned off: the series of attempts ends")
+        self._give_up("reconnection was turned off")
 
     def will_reconnect(self, reason: str) -> bool:
         return self._reconnect and not self._closing and reason in RECONNECTABLE
@@ -273,18 +280,18 @@ class Manager:
             if self._engine_open():
                 self._send_connects([sock])
                 return
-            if self._connector_active:
+            if self._series is not None:
                 return  # the running series sends our CONNECT when it gets through
             self._begin()
             if not block:
-                self._start_connector(immediate=True)
+                self._start_series(immediate=True)
                 return
         with self._open_lock:
             with self._lock:
                 if self._engine_open():
                     self._send_connects([sock])
                     return
-                if self._connector_active:
+                if self._series is not None:
                     return
             try:
                 self._open_engine()
@@ -299,7 +306,6 @@ class Manager:
         """A new connection series (caller holds the lock): the helper threads are its."""
         self._generation += 1  # a close() still running must leave the threads alone
         self._closing = False
-        self._stop_reconnect.clear()
         self._hold()
 
     def _send_connects(self, sockets: Sequence[Socket]) -> None:
@@ -361,80 +367,79 @@ class Manager:
                 sock._fire("connect_error", (error,), urgent=True)
 
     # -- the background series of attempts -------------------------------------------------------
-    # No thread per series: the backoff is a timer on the loop, each attempt (a blocking
-    # handshake) a task on the loop's bounded handshake pool, so thousands of clients
-    # reconnecting after a server restart are spread by the jitter and bounded by the pool.
-    def _start_connector(self, immediate: bool) -> None:
-        """Start a series of attempts (caller holds the lock). ``immediate``: the first
-        attempt goes at once and is not a "reconnect_attempt" (a first ``connect``)."""
-        if self._connector_active or self._closing:
-            return
-        self._stop_reconnect.clear()
-        self._connector_active = True
-        series = self._series = _Series(self._policy(), first=immediate)
-        if immediate:
-            self.loop.blocking.submit(lambda: self._run_attempt(series, delayed=False))
-        else:
-            self._next_attempt(series)
+    # One series at a time (``_series``, its policy). The waits between attempts are timers on
+    # the I/O loop; an attempt (it blocks in the handshake) runs on the loop's handshake pool.
+    def _start_series(self, immediate: bool) -> None:
+        """Start a series of attempts unless one runs. ``immediate``: the first attempt goes
+        at once and is no "reconnect_attempt" (a first ``connect``); else after the backoff."""
+        with self._lock:
+            if self._series is not None or self._closing:
+                return
+            policy = self._series = self._policy()
+            if immediate:
+                self._run_attempt(policy, True, "")
+                return
+        self._schedule_attempt(policy, "")
 
-    def _next_attempt(self, series: _Series) -> None:
-        """Arm the backoff timer of the series' next attempt, or end the series."""
-        if not self._reconnect:
-            self._stop_or_end(series.last_error)
-            return
-        delay = series.policy.next_delay()
-        if delay is None:
-            log.warning("reconnection failed after %d attempts", series.policy.attempts)
+    def _schedule_attempt(self, policy: ReconnectPolicy, last_error: str) -> None:
+        """Arm the backoff timer of the next attempt, or end the series: attempts exhausted
+        ("reconnect_failed") or reconnection turned off."""
+        with self._lock:
+            if self._series is not policy:
+                return  # ended meanwhile (close(), reconnect set to False)
+            if self._closing:
+                self._series = None
+                return
+            delay = policy.next_delay() if self._reconnect else None
+            if delay is not None:
+                self._timer = self.loop.call_later(
+                    delay, lambda: self._timer_fired(policy, last_error)
+                )
+                return
+            self._series = None
+            exhausted = self._reconnect
+        if exhausted:
+            log.warning("reconnection failed after %d attempts", policy.attempts)
             self._notify("reconnect_failed")
-            self._stop_or_end("reconnection failed", force=True)
-            return
-        pool = self.loop.blocking
-        with self._lock:
-            if self._series is not series or self._closing:
-                return
-            series.timer = self.loop.call_later(
-                delay, lambda: pool.submit(lambda: self._run_attempt(series, delayed=True))
-            )
+            self._give_up("reconnection failed")
+        else:
+            log.info("connection attempts end: reconnection is turned off")
+            self._give_up(last_error or "reconnection is turned off")
 
-    def _stop_series_now(self) -> None:
-        """``reconnect = False``: end a series waiting for its next attempt without waiting
-        out the backoff (the attempt's stop check ends it)."""
+    def _timer_fired(self, policy: ReconnectPolicy, last_error: str) -> None:
         with self._lock:
-            series = self._series
-            if series is None or series.timer is None or not self._connector_active:
-                return
-            series.timer.cancel()
-            series.timer = None
-        self.loop.blocking.submit(lambda: self._run_attempt(series, delayed=True))
+            if self._series is not policy or self._timer is None:
+                return  # cancelled
+            self._timer = None
+            self._run_attempt(policy, False, last_error)
 
-    def _run_attempt(self, series: _Series, delayed: bool) -> None:
+    def _run_attempt(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
+        """Queue one attempt on the loop's bounded handshake pool (it blocks in the
+        handshake): thousands of clients reconnecting share its few threads."""
+        self.loop.blocking.submit(lambda: self._attempt(policy, first, last_error))
+
+    def _attempt(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
         try:
-            self._attempt(series, delayed)
+            self._try_open(policy, first, last_error)
         except Exception:  # a bug must not leave the sockets waiting forever
-            log.exception("the connection series failed")
+            log.exception("a connection attempt failed unexpectedly")
             with self._lock:
-                self._connector_active = False
-            self._give_up("the connection series failed")
+                if self._series is policy:
+                    self._series = None
+            self._give_up("the connection attempt failed unexpectedly")
 
-    def _attempt(self, series: _Series, delayed: bool) -> None:
-        """One attempt of the series (handshake pool)."""
-        with self._lock:
-            if self._series is not series:
-                return  # a close() or a newer series took over
-            series.timer = None
-        policy = series.policy
-        if delayed:
-            if self._stop_reconnect.is_set() and self._stop_or_end(series.last_error):
+    def _try_open(self, policy: ReconnectPolicy, first: bool, last_error: str) -> None:
+        if not first:
+            if not self._reconnect:  # turned off while the timer ran
+                self._schedule_attempt(policy, last_error)
                 return
             self._notify("reconnect_attempt", policy.attempts)
         with self._open_lock:
             with self._lock:
-                if self._series is not series:
+                if self._series is not policy:
                     return
-                if self._stop_reconnect.is_set() and self._stop_or_end(series.last_error):
-                    return
-                if not any(s._active for s in self.sockets.values()):
-                    self._connector_active = False
+                if self._closing or not any(s._active for s in self.sockets.values()):
+                    self._series = None
                     return
                 ready = self._engine_open()  # a blocking connect() opened it meanwhile
             if not ready:
@@ -443,43 +448,23 @@ class Manager:
                 except ConnectError as exc:
                     log.info("connection attempt %d failed: %s", policy.attempts, exc)
                     if self._closing:
-                        self._stop_or_end(series.last_error)
+                        with self._lock:
+                            if self._series is policy:
+                                self._series = None
                         return
-                    series.last_error = exc.message
                     self._notify_connect_error(exc)
-                    if not series.first:
+                    if not first:
                         self._notify("reconnect_error", exc)
-                    series.first = False
-                    failed = True
-                else:
-                    failed = False
-                if failed:
-                    self._next_attempt(series)
+                    self._schedule_attempt(policy, exc.message)
                     return
             with self._lock:
-                self._connector_active = False
+                if self._series is policy:
+                    self._series = None
                 if policy.attempts:
                     self.reconnects += 1
                     log.info("reconnected after %d attempt(s)", policy.attempts)
                     self._notify("reconnect", policy.attempts)
                 self._send_connects(list(self.sockets.values()))
-
-    def _stop_or_end(self, reason: str, force: bool = False) -> bool:
-        """End the series unless the stop was stale (reconnect set False, then True again).
-        A closing client cleans up itself; else the waiting sockets are given up."""
-        with self._lock:
-            if not self._connector_active:
-                return True
-            self._connector_active = False
-            if self._closing:
-                return True
-            if self._reconnect and not force:
-                self._connector_active = True
-                self._stop_reconnect.clear()
-                return False
-        log.info("connection attempts end: %s", reason)
-        self._give_up(reason)
-        return True
 
     def _give_up(self, reason: str) -> None:
         """Nothing will (re)connect: the waiting sockets fail, the threads end."""
@@ -499,8 +484,7 @@ class Manager:
         for sock in sockets:
             sock._on_transport_lost(reason)
         if self.will_reconnect(reason) and any(s._active for s in sockets):
-            with self._lock:
-                self._start_connector(immediate=False)
+            self._start_series(immediate=False)
         elif reason != IO_CLIENT_DISCONNECT:
             for sock in sockets:
                 sock._active = False
@@ -523,16 +507,15 @@ class Manager:
             if if_unused and any(s._active for s in self.sockets.values()):
                 return
             self._closing = True
-            self._stop_reconnect.set()
+            self._series = None
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
             engine = self.engine
             # detached: its close must not touch a connection a racing connect() opens
             self.engine = None
             opening = self._opening
-            series = self._series
-            self._series = None
             generation = self._generation
-        if series is not None and series.timer is not None:
-            series.timer.cancel()
         if opening is not None:
             opening.close(0.5)  # aborts a handshake blocked on the network
         if engine is not None:
@@ -543,20 +526,7 @@ class Manager:
             # refusal closed the old one): then the holds are its, not ours to release
             if self._generation != generation:
                 return
-            self._connector_active = False
             self._unhold()
-
-
-class _Series:
-    """The state of one background series of connection attempts (see _start_connector)."""
-
-    __slots__ = ("first", "last_error", "policy", "timer")
-
-    def __init__(self, policy: ReconnectPolicy, first: bool) -> None:
-        self.policy = policy
-        self.first = first
-        self.last_error = "reconnection is turned off"
-        self.timer: TimerHandle | None = None
 
 
 class Client(Socket):

@@ -49,6 +49,22 @@ def test_query_reaches_the_server_merged_with_the_url_query(
     assert query["from_url"] == "1" and query["EIO"] == "4"
 
 
+@pytest.mark.parametrize("transports", [MODES["polling"], MODES["upgrade"]])
+def test_query_is_on_every_engine_io_request(
+    node_server: Callable[..., NodeServer], clients: list[Client], transports: tuple[str, ...]
+) -> None:
+    """(On websocket alone the handshake is the only request: the test above covers it.)"""
+    server = node_server()
+    client = Client(server.url, transports=transports, query={"token": "abc"})
+    clients.append(client)
+    client.connect()
+    for i in range(5):
+        assert client.call("echo_ack", i, timeout=5) == i  # a few polls and posts
+    requests = client.call("get_query", timeout=5)["requests"]
+    assert requests  # polls, posts, the websocket (upgrade) request
+    assert all(r.get("token") == "abc" and r.get("EIO") == "4" for r in requests), requests
+
+
 @pytest.mark.parametrize(
     "query", [{"EIO": "3"}, {"sid": "x"}, {"": "x"}, {"a": None}, {"a": [1]}, {1: "x"}]
 )

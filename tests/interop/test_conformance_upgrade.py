@@ -31,47 +31,43 @@ def test_emits_during_the_upgrade_pause_go_out_as_posts(
     clients: list[Client],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The test holds the two moments open that are too short to hit otherwise: the probe
-    (until the namespace is connected) and the return of the last GET (while it emits)."""
+    """The test holds open two moments too short to hit otherwise: the probe's answer (until
+    the namespace is connected) and the return of the last GET (while it emits)."""
     server = node_server()
     observer = Client(server.url, namespace="/chat", transports=("websocket",))
     clients.append(observer)
     observer.connect()
     assert observer.call("reset_count", timeout=5) == 0
 
-    go = threading.Event()  # lets the upgrade start
+    go = threading.Event()  # lets the upgrade go on from its probe
     holding = threading.Event()  # the last GET came back during the pause and is held
     release = threading.Event()
-    upgrade_start = EngineSession.upgrade_start
+    probe_reply = EngineSession.upgrade_probe_reply
     poll = PollingTransport.poll
 
-    def start_when_told(self: EngineSession) -> Packet:
-        go.wait(10)
-        return upgrade_start(self)
+    def pause_when_told(self: EngineSession, packet: Packet) -> bool:
+        go.wait(10)  # polling goes on normally meanwhile: the namespace connects
+        return probe_reply(self, packet)
 
     def hold_the_last_get(self: PollingTransport, read_timeout: float) -> str:
         body = poll(self, read_timeout)
         engine = client.manager.engine
-        # a GET that comes back once the probe went out: the upgrade's pause waits for it
-        if engine is not None and engine.upgrade_state in (
-            UpgradeState.PROBING,
-            UpgradeState.PAUSING,
-        ):
+        # the GET that comes back during the pause: the switch waits for it
+        if engine is not None and engine.upgrade_state is UpgradeState.PAUSING:
             holding.set()
             release.wait(10)
         return body
 
-    monkeypatch.setattr(EngineSession, "upgrade_start", start_when_told)
+    monkeypatch.setattr(EngineSession, "upgrade_probe_reply", pause_when_told)
     monkeypatch.setattr(PollingTransport, "poll", hold_the_last_get)
     client = Client(server.url, namespace="/chat", transports=("polling", "websocket"))
     clients.append(client)
     try:
         client.connect()
         go.set()
-        assert holding.wait(10), "the upgrade did not start"
+        assert holding.wait(10), "the upgrade did not reach its pause"
         engine = client.manager.engine
         assert engine is not None
-        wait_until(lambda: engine.upgrade_state is UpgradeState.PAUSING, 10, "the pause")
         for _ in range(5):
             client.emit("count")
 

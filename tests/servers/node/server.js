@@ -85,9 +85,24 @@ function recordCookies(req) {
       cookiesBySid.set(sid, list);
     }
     if (list.length < 1000) list.push(req.headers.cookie === undefined ? null : req.headers.cookie);
+    recordQuery(sid, req);
   } catch (e) {
     // ignore
   }
+}
+// the query string of every engine.io request after the handshake (polls, posts, upgrade),
+// keyed by engine.io session id, without the per-request keys (t, sid)
+const queriesBySid = new Map();
+function recordQuery(sid, req) {
+  const params = new URL(req.url, "http://x").searchParams;
+  params.delete("t");
+  params.delete("sid");
+  let list = queriesBySid.get(sid);
+  if (!list) {
+    list = [];
+    queriesBySid.set(sid, list);
+  }
+  if (list.length < 1000) list.push(Object.fromEntries(params));
 }
 const io = new Server(httpServer, opts);
 // after attaching: engine.io re-registers the "request" listeners it finds
@@ -149,7 +164,7 @@ function setup(nsp) {
     });
 
     socket.on("get_query", (cb) => {
-      if (isFn(cb)) cb({ query: socket.handshake.query, url: socket.handshake.url });
+      if (isFn(cb)) cb({ handshake: socket.handshake.query, requests: queriesBySid.get(engineId) || [] });
     });
 
     socket.on("error", (err) => {
@@ -284,7 +299,10 @@ setup(io.of(/^\/dyn-\w+$/));
 io.engine.on("connection", (conn) => {
   // engine connection closed: keep its cookie records for a short while only
   conn.once("close", () => {
-    setTimeout(() => cookiesBySid.delete(conn.id), 60000).unref();
+    setTimeout(() => {
+      cookiesBySid.delete(conn.id);
+      queriesBySid.delete(conn.id);
+    }, 60000).unref();
   });
 });
 
