@@ -1,6 +1,6 @@
 """Run every benchmark on the same servers, print the table and the targets, save JSON and a plot.
 
-    python -m benchmarks.run [--smoke] [--only client|gateway]
+    python -m benchmarks.run [--smoke] [--only client|gateway|many]
 
 One Node socket.io 4.8 server (``tests/servers/node/server.js``, maxHttpBufferSize 5e6 for the
 1 MiB binary echoes) and one private mosquitto (``set_tcp_nodelay true``, ``max_queued_messages 0``
@@ -29,6 +29,7 @@ import time
 from importlib import metadata
 from typing import Any
 
+from benchmarks import many_run
 from benchmarks.common import (
     RESULTS,
     BenchError,
@@ -481,7 +482,7 @@ def plot(path: str, client_r: list[dict[str, Any]], gw_r: list[dict[str, Any]], 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny N: check that everything runs")
-    ap.add_argument("--only", choices=("client", "gateway"))
+    ap.add_argument("--only", choices=("client", "gateway", "many"))
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "full"
     add_tests_to_path()
@@ -500,6 +501,9 @@ def main() -> int:
             client = run_client(node.url, mode, errors)
         if args.only in (None, "gateway"):
             gw = run_gateway(node.url, broker.port, mode, errors)
+    many: dict[str, Any] = {}
+    if args.only in (None, "many"):  # after the others: its own servers, the most descriptors
+        many = many_run.run_many(mode, errors)
     elapsed = time.monotonic() - started
 
     crows, grows = client_rows(client), gateway_rows(gw)
@@ -511,7 +515,9 @@ def main() -> int:
     if direct:
         print(f"  load-generator ceiling (paho publisher -> lean subscriber, no gateway):"
               f" {fmt(direct['value'])} msgs/s")  # fmt: skip
-    targets = evaluate_targets(client, gw)
+    if many.get("runs"):
+        print("\nMany sessions in one process (websocket)\n" + many_run.markdown(many))
+    targets = evaluate_targets(client, gw) + many_run.targets(many)
     if targets:
         print("\nTargets" + (" (smoke run: informational only)" if args.smoke else ""))
         for t in targets:
@@ -538,6 +544,8 @@ def main() -> int:
         "plan": {"client": CLIENT_PLAN[mode], "gateway": GATEWAY_PLAN[mode]},
         "client": client,
         "gateway": gw,
+        "many_sessions": many,
+        "many_sessions_markdown": many_run.markdown(many) if many.get("runs") else "",
         "client_table": crows,
         "gateway_table": grows,
         "client_markdown": markdown_table(crows, ["pysio", "raw"]) if crows else "",
@@ -549,8 +557,12 @@ def main() -> int:
     (out_dir / f"{stamp}.json").write_text(text)
     (out_dir / "latest.json").write_text(text)
     try:
-        plot(str(out_dir / "latest.png"), crows, grows,
-             f"sio_mqtt vs peers ({mode} run {stamp}, {os.cpu_count()} CPUs)")  # fmt: skip
+        if crows or grows:
+            plot(str(out_dir / "latest.png"), crows, grows,
+                 f"sio_mqtt vs peers ({mode} run {stamp}, {os.cpu_count()} CPUs)")  # fmt: skip
+        if many.get("runs"):
+            many_run.plot(str(out_dir / "many_sessions.png"), many,
+                          f"many sessions in one process ({mode} run {stamp})")  # fmt: skip
     except Exception as exc:  # a plot failure is an error, but keep the JSON
         errors.append(f"plot: {exc}")
         print(f"ERROR plot: {exc}", file=sys.stderr)

@@ -23,6 +23,8 @@ __all__ = [
     "Client",
     "ClientBuilder",
     "ConnectError",
+    "DispatchPool",
+    "IOLoop",
     "NotConnectedError",
     "ParseError",
     "PayloadTooLargeError",
@@ -39,6 +41,14 @@ def __getattr__(name: str) -> object:
         from sio_mqtt.socketio import client
 
         return getattr(client, name)
+    if name == "IOLoop":
+        from sio_mqtt.engineio.loop import IOLoop
+
+        return IOLoop
+    if name == "DispatchPool":
+        from sio_mqtt.socketio.dispatcher import DispatchPool
+
+        return DispatchPool
     if name == "ClientBuilder":
         from sio_mqtt.socketio.builder import ClientBuilder
 

@@ -1,15 +1,14 @@
-"""The Engine.IO v4 client: wires the pure session to the transports and the threads.
+"""The Engine.IO v4 client: wires the pure session to the transports, the I/O loop and threads.
 
-Threads (per connection):
-  * one reader: the websocket receive loop, or the polling GET loop;
-  * the polling writer (only while on polling): batches queued packets into POST bodies within
-    ``maxPayload``, one POST in flight; on websocket the caller's thread writes under a lock;
-  * the upgrader (short-lived): probes the websocket and, when the upgrade succeeds, becomes the
-    websocket reader while the polling threads end.
-Ping timeouts are detected by the reader's receive timeout (no timer thread).
+A websocket session (direct or upgraded) has no thread of its own: the process-wide I/O loop
+(:mod:`sio_mqtt.engineio.loop`) reads it and its ping-timeout check is a timer on the loop's
+heap; the caller's thread writes. A polling session keeps two blocking ``requests`` threads
+(the GET reader and the POST writer, one request in flight each) plus a short-lived upgrader
+that probes the websocket and, on success, hands it to the loop while the polling threads end.
 
-Callbacks run on the reader thread: ``on_message(data)`` for every Engine.IO message, then
-``on_close(reason)`` exactly once, with the reference client's reason strings.
+Callbacks run on the loop thread (websocket) or the polling reader: ``on_message(data)`` for
+every Engine.IO message, then ``on_close(reason)`` exactly once, with the reference client's
+reason strings. They must not block.
 """
 
 from __future__ import annotations
@@ -20,6 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import websocket as wsc
+
+from sio_mqtt.engineio.loop import IOLoop, TimerHandle
 from sio_mqtt.engineio.packet import (
     Packet,
     PacketType,
@@ -28,6 +30,7 @@ from sio_mqtt.engineio.packet import (
     decode_packet,
     decode_payload,
     encode_packet,
+    encode_payload,
 )
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.base import (
@@ -37,7 +40,7 @@ from sio_mqtt.engineio.transports.base import (
     redact,
 )
 from sio_mqtt.engineio.transports.polling import BadPollBody, PollingTransport
-from sio_mqtt.engineio.transports.websocket import WebSocketTransport
+from sio_mqtt.engineio.transports.websocket import Handshake, WebSocketTransport
 from sio_mqtt.errors import (
     ConnectError,
     EngineIOParseError,
@@ -78,6 +81,7 @@ class EngineIOClient:
         on_close: CloseHandler,
         upgrade: bool = True,
         max_receive: int | None = None,
+        loop: IOLoop,
     ) -> None:
         unknown = [t for t in transports if t not in KNOWN_TRANSPORTS]
         if unknown or not transports:
@@ -96,10 +100,17 @@ class EngineIOClient:
         # polling send queue, guarded by _cond
         self._cond = threading.Condition()
         self._queue: collections.deque[Packet] = collections.deque()
-        self._paused = False  # upgrade in progress: start no new GET/POST
+        # upgrade in progress: the reader starts no new GET once the probe succeeded; the writer
+        # goes on POSTing until that GET came back (the server only releases it on its 100 ms
+        # timer: holding writes for it stalled them), then stops for the switch
+        self._reader_paused = False
+        self._paused = False
         self._post_in_flight = False
         self._poll_stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._loop = loop
+        self._ping_timer: TimerHandle | None = None
+        self._handshake: Handshake | None = None  # a websocket handshake in progress
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -113,6 +124,16 @@ class EngineIOClient:
     @property
     def connected(self) -> bool:
         return not self.session.closed and self.session.handshake is not None
+
+    @property
+    def writable(self) -> bool:
+        """True when a write goes out now: the websocket is up, or polling has no POST in
+        flight and no upgrade pause (the reference client's ``transport.writable``)."""
+        if self.session.closed or self.session.handshake is None:
+            return False
+        if self._ws is not None:
+            return True
+        return not self._post_in_flight and not self._paused
 
     @property
     def max_payload(self) -> int:
@@ -158,15 +179,70 @@ class EngineIOClient:
             self._start(self._upgrader, "upgrader")
 
     def _connect_websocket(self) -> None:
-        ws = WebSocketTransport.open(self.options)
+        ws = self._open_websocket(None, self.options.connect_timeout)
         self._ws = ws
         first = ws.recv(self.options.connect_timeout)
         if first is None:
             raise TimeoutError("no handshake on the websocket")
-        handshake = self.session.open(decode_packet(first), self.transports)
+        with self._cond:
+            if self.session.closed:
+                raise TransportClosed("closed while connecting")
+            handshake = self.session.open(decode_packet(first), self.transports)
         ws.max_message = self.max_receive
         log.debug("engine.io open on websocket, sid=%s", handshake.sid)
-        self._start(self._websocket_reader, "reader", ws)
+        self._attach(ws)
+
+    def _open_websocket(self, sid: str | None, timeout: float) -> WebSocketTransport:
+        """The blocking websocket handshake, abortable from another thread by :meth:`abort`."""
+
+        def hold(ws: Handshake) -> None:
+            with self._cond:
+                if self.session.closed:
+                    raise TransportClosed("closed while connecting")
+                self._handshake = ws
+
+        try:
+            return WebSocketTransport.open_with(
+                wsc.WebSocket, self.options, sid=sid, timeout=timeout, on_socket=hold
+            )
+        finally:
+            with self._cond:
+                self._handshake = None
+
+    def _attach(self, ws: WebSocketTransport) -> None:
+        """Hand the websocket to the I/O loop and arm the ping-timeout timer."""
+        ws.attach(self._loop, self._ws_message, self._ws_lost)
+        self._arm_ping_timer()
+
+    def _arm_ping_timer(self) -> None:
+        with self._cond:  # never armed after the close that would have cancelled it
+            if self.session.closed:
+                return
+            self._ping_timer = self._loop.call_later(
+                self.session.ping_time_left() + 0.001, self._check_ping
+            )
+
+    def _check_ping(self) -> None:
+        """Loop thread: one timer per session, re-armed for the current deadline (a PING
+        moves the deadline; no timer work per PING)."""
+        if self.session.closed:
+            return
+        if self.session.ping_expired():
+            self._fail(PING_TIMEOUT)
+        else:
+            self._arm_ping_timer()
+
+    def pause_reading(self) -> None:
+        """Stop reading this session's websocket until :meth:`resume_reading` (the consumer
+        is full): TCP pushes back on the server, every other session keeps flowing."""
+        ws = self._ws
+        if ws is not None:
+            ws.pause_reading()
+
+    def resume_reading(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            ws.resume_reading()
 
     def _start(self, target: Callable[..., None], role: str, *args: object) -> None:
         thread = threading.Thread(
@@ -233,7 +309,7 @@ class EngineIOClient:
                 return
             while True:
                 with self._cond:
-                    if self._paused or self.session.closed:
+                    if self._reader_paused or self.session.closed:
                         break
                 try:
                     body = polling.poll(self.session.ping_time_left())
@@ -298,7 +374,7 @@ class EngineIOClient:
         probe_timeout = min(self.options.connect_timeout, session.handshake.ping_timeout)  # type: ignore[union-attr]
         ws: WebSocketTransport | None = None
         try:
-            ws = WebSocketTransport.open(self.options, sid=session.sid, timeout=probe_timeout)
+            ws = self._open_websocket(session.sid, probe_timeout)
             ws.max_message = self.max_receive
             with self._cond:
                 if session.closed:
@@ -318,15 +394,22 @@ class EngineIOClient:
                 ws.close()
             return
         assert ws is not None
-        # pause polling: no new GET/POST; the server answers the pending GET with a noop
+        # pause polling: no new GET (the server answers the pending one with a noop); writes
+        # go on as POSTs meanwhile, then stop with the last one answered
+        with self._cond:
+            self._reader_paused = True
+            self._cond.notify_all()
+        self._poll_stopped.wait(session.ping_time_left() + 1)
         with self._cond:
             self._paused = True
             self._cond.notify_all()
             while self._post_in_flight and not session.closed:
                 self._cond.wait(0.5)
-        self._poll_stopped.wait(session.ping_time_left() + 1)
-        with self._cond:
             if session.closed or not self._poll_stopped.is_set():
+                if not session.closed:  # the GET never came back: stay on polling
+                    session.upgrade_failed()
+                    self._paused = self._reader_paused = False
+                    self._cond.notify_all()
                 ws.close()
                 return
             try:
@@ -349,42 +432,32 @@ class EngineIOClient:
         if polling is not None:
             polling.close()
         log.debug("engine.io upgraded to websocket, sid=%s", session.sid)
-        self._websocket_reader(ws)
+        self._attach(ws)
 
     # -- websocket ---------------------------------------------------------------------------
-    def _websocket_reader(self, ws: WebSocketTransport) -> None:
-        session = self.session
-        on_message = self._on_message
-        max_receive = self.max_receive
-        try:
-            while True:
-                data = ws.recv(session.ping_time_left())
-                if data is None:
-                    if session.closed:
-                        return
-                    if session.ping_expired():
-                        self._fail(PING_TIMEOUT)
-                        return
-                    continue
-                if len(data) > max_receive:
-                    raise EngineIOParseError(f"message of {len(data)} bytes exceeds {max_receive}")
-                if data.__class__ is str:
-                    if data[:1] == "4":
-                        on_message(data[1:])
-                        continue
-                    if not self._handle_control(decode_packet(data)):
-                        return
-                else:
-                    on_message(data)
-        except ParseError as exc:
+    def _ws_message(self, data: str | bytes) -> None:
+        """Loop thread: one websocket message."""
+        if data.__class__ is str:
+            if data[:1] == "4":
+                self._on_message(data[1:])
+                return
+            try:
+                self._handle_control(decode_packet(data))
+            except ParseError as exc:
+                self._fail(PARSE_ERROR, exc)
+            except (TransportError, NotConnectedError) as exc:
+                self._fail(TRANSPORT_ERROR, exc)
+        else:
+            self._on_message(data)
+
+    def _ws_lost(self, exc: TransportError | ParseError) -> None:
+        """Loop thread: the websocket failed or the server closed it."""
+        if isinstance(exc, ParseError):
             self._fail(PARSE_ERROR, exc)
-        except TransportClosed as exc:
+        elif isinstance(exc, TransportClosed):
             self._fail(TRANSPORT_CLOSE, exc)
-        except (TransportError, NotConnectedError) as exc:
+        else:
             self._fail(TRANSPORT_ERROR, exc)
-        except Exception as exc:
-            log.exception("engine.io websocket reader failed")
-            self._fail(PARSE_ERROR, exc)
 
     # -- packets -----------------------------------------------------------------------------
     def _handle_packets(self, packets: Sequence[Packet]) -> bool:
@@ -422,6 +495,12 @@ class EngineIOClient:
             log.info("engine.io session %s closed: %s (%s)", self.sid, reason, exc)
         else:
             log.info("engine.io session %s closed: %s", self.sid, reason)
+        if reason == PARSE_ERROR and self._ws is None and self._polling is not None:
+            # the server would keep the session for pingInterval + pingTimeout: end it now
+            try:
+                self._post_close((), wait=1.0)
+            except (TransportError, TimeoutError, OSError, BadPollBody):
+                log.debug("could not send CLOSE after the parse error", exc_info=True)
         self._shutdown_transports()
         self._poll_stopped.set()
         self._notify_close(reason)
@@ -433,6 +512,11 @@ class EngineIOClient:
             log.exception("engine.io close handler failed")
 
     def _shutdown_transports(self) -> None:
+        with self._cond:
+            timer = self._ping_timer
+            self._ping_timer = None
+        if timer is not None:
+            timer.cancel()
         if self._ws is not None:
             self._ws.close()
         if self._polling is not None:
@@ -446,7 +530,10 @@ class EngineIOClient:
                 self.close_reason = IO_CLIENT_DISCONNECT
             queued = list(self._queue)
             self._queue.clear()
+            handshake = self._handshake
             self._cond.notify_all()
+        if handshake is not None:  # a connect in progress: fail it now, not at its timeout
+            handshake.abort()
         if first:
             self._say_goodbye(queued)
             self._shutdown_transports()
@@ -461,13 +548,29 @@ class EngineIOClient:
             if ws is not None:
                 ws.send([encode_packet(p) for p in [*queued, _CLOSE_PACKET]])
             elif self._polling is not None and self.session.handshake is not None:
-                for body in batch_payloads([*queued, _CLOSE_PACKET], self.session.max_payload):
-                    self._polling.post(body)
+                self._post_close(queued)
         except (TransportError, TimeoutError, OSError, BadPollBody):
             log.debug("could not send CLOSE", exc_info=True)
 
+    def _post_close(self, queued: Sequence[Packet], wait: float = 5.0) -> None:
+        """On polling: the queued packets, then CLOSE in a POST of its own, as the reference
+        client does. In one body the server ends the session before it handles the packets
+        before the CLOSE (a namespace DISCONNECT would count as "transport close")."""
+        polling = self._polling
+        assert polling is not None
+        deadline = time.monotonic() + wait
+        with self._cond:  # the server refuses a POST overlapping the writer's
+            while self._post_in_flight and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+        if queued:
+            for body in batch_payloads(list(queued), self.session.max_payload):
+                polling.post(body)
+        polling.post(encode_payload([_CLOSE_PACKET]))
+
     def join(self, timeout: float = 5.0) -> None:
         """Wait for this session's threads (all but the caller's own) to end."""
+        if self._loop.in_loop():
+            return  # the loop never waits; polling threads end by themselves once closed
         deadline = time.monotonic() + timeout
         current = threading.current_thread()
         for thread in self._threads:

@@ -1366,8 +1366,8 @@ class Gateway:
             self._schedule_connect(ns)
 
     def _sio_refused(self, ns: str, err: Any) -> None:
-        if self._stopping:
-            return
+        if self._stopping or self._sockets[ns].active:
+            return  # a failed attempt the client retries itself (reconnection policy)
         message = getattr(err, "message", None) or str(err)
         log.warning("Socket.IO: namespace %s refused: %s", ns, message)
         self._schedule_connect(ns)
@@ -1378,6 +1378,8 @@ class Gateway:
 
     def _schedule_connect(self, ns: str) -> None:
         with self._sio_lock:
+            if ns in self._needs_connect:
+                return  # the connector has it (waking it would cut its back-off short)
             self._needs_connect.add(ns)
         self._connector_wake.set()
 

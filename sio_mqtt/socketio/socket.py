@@ -3,7 +3,8 @@
 A :class:`Socket` never touches the network itself; it asks its manager (the owner of the
 Engine.IO connection) to send, and the manager's reader thread hands it decoded packets.
 Ack futures resolve on the reader thread, so a handler blocked in ``call()`` gets its answer;
-handlers and ack callbacks run on the manager's dispatcher thread, in arrival order.
+handlers and ack callbacks run on the client's queue of the shared dispatcher pool, in arrival
+order.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from sio_mqtt.engineio.loop import TimerHandle
 from sio_mqtt.engineio.packet import check_message_sizes
 from sio_mqtt.errors import (
     AckCancelled,
@@ -29,7 +31,6 @@ from sio_mqtt.errors import (
     PayloadTooLargeError,
     ReservedEventError,
 )
-from sio_mqtt.socketio.dispatcher import Timer
 from sio_mqtt.socketio.packet import RESERVED_EVENTS, Packet, PacketType
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ LIFECYCLE_EVENTS = frozenset(
 
 IO_SERVER_DISCONNECT = "io server disconnect"
 IO_CLIENT_DISCONNECT = "io client disconnect"
+
+
+class _Default(enum.Enum):
+    TIMEOUT = "default"  # call(): the client's ack_timeout, else 60 s
 
 
 class SocketState(enum.Enum):
@@ -152,12 +157,74 @@ class PendingAck:
 
     __slots__ = ("callback", "future", "messages", "sent", "timer")
 
-    def __init__(self, future: Future[Any] | _CallWaiter, callback: Handler | None) -> None:
+    def __init__(
+        self, future: Future[Any] | _CallWaiter | _RetryTry, callback: Handler | None
+    ) -> None:
         self.future = future
         self.callback = callback
         self.sent = False
-        self.timer: Timer | None = None
+        self.timer: TimerHandle | None = None
         self.messages: list[str | bytes] = []
+
+
+class _Queued:
+    """An emit of the retry queue (``retries=``): resent with a new ack id until acked."""
+
+    __slots__ = ("args", "callback", "event", "future", "pending", "timeout", "tries")
+
+    def __init__(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        future: Future[Any] | None,
+        callback: Handler | None,
+        timeout: float | None,
+    ) -> None:
+        self.event = event
+        self.args = args
+        self.future = future
+        self.callback = callback  # run by the ack of the try that succeeds
+        self.timeout = timeout
+        self.pending = False  # a try is in flight
+        self.tries = 0
+
+    def succeed(self, value: Any) -> None:
+        if self.future is not None and not self.future.done():
+            try:
+                self.future.set_result(value)
+            except Exception:  # cancelled by the user meanwhile
+                pass
+
+    def fail(self, error: BaseException) -> None:
+        if self.future is not None and not self.future.done():
+            try:
+                self.future.set_exception(error)
+            except Exception:
+                pass
+
+
+class _RetryTry:
+    """The ack slot of one try of a queued emit: resolving it moves the queue on."""
+
+    __slots__ = ("_done", "_item", "_socket")
+
+    def __init__(self, socket: Socket, item: _Queued) -> None:
+        self._socket = socket
+        self._item = item
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self._done = True
+            self._socket._retry_try_done(self._item, value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._socket._retry_try_done(self._item, None, error)
 
 
 class Ack:
@@ -221,9 +288,13 @@ class Socket:
         self.recovered = False
         self._acks: dict[int, PendingAck] = {}
         self._next_ack_id = 0
-        self._buffer: collections.deque[tuple[list[str | bytes], PendingAck | None]] = (
-            collections.deque()
-        )
+        self._buffer: collections.deque[
+            tuple[list[str | bytes], PendingAck | None, tuple[str, tuple[Any, ...]] | None]
+        ] = collections.deque()
+        self._retry_queue: collections.deque[_Queued] = collections.deque()
+        self._out_handlers: list[Handler] = []
+        #: volatile emits dropped because the connection could not take them
+        self.volatile_dropped = 0
         self._connect_waiter: threading.Event | None = None
         self._connect_error: ConnectError | None = None
 
@@ -317,50 +388,131 @@ class Socket:
         register(handler)
         return handler
 
+    def prepend_any(self, handler: Handler, *, with_ack: bool = False) -> Handler:
+        """As :meth:`on_any`, but runs before the catch-alls registered so far."""
+        self._any_handlers.insert(0, (handler, with_ack))
+        return handler
+
+    def off_any(self, handler: Handler | None = None) -> None:
+        """Remove catch-all ``handler`` (its first registration), or all of them."""
+        if handler is None:
+            self._any_handlers.clear()
+            return
+        for i, (fn, _) in enumerate(self._any_handlers):
+            if fn is handler or fn == handler:
+                del self._any_handlers[i]
+                return
+
+    def on_any_outgoing(self, handler: Handler | None = None) -> Any:
+        """Register ``handler(event, *args)`` for every event this socket sends (binary
+        included; each try in retry mode; not a dropped volatile emit). It runs on the
+        dispatcher, in send order (also usable as a decorator)."""
+
+        def register(fn: F) -> F:
+            self._out_handlers.append(fn)
+            return fn
+
+        if handler is None:
+            return register
+        register(handler)
+        return handler
+
+    def prepend_any_outgoing(self, handler: Handler) -> Handler:
+        """As :meth:`on_any_outgoing`, but runs before those registered so far."""
+        self._out_handlers.insert(0, handler)
+        return handler
+
+    def off_any_outgoing(self, handler: Handler | None = None) -> None:
+        """Remove outgoing catch-all ``handler`` (its first registration), or all of them."""
+        if handler is None:
+            self._out_handlers.clear()
+            return
+        for i, fn in enumerate(self._out_handlers):
+            if fn is handler or fn == handler:
+                del self._out_handlers[i]
+                return
+
     # -- connect / disconnect ----------------------------------------------------------------
-    def connect(self, timeout: float | None = None) -> None:
+    @property
+    def active(self) -> bool:
+        """True while this namespace is meant to be connected: connecting, connected, or
+        waiting for the client's reconnection (as ``socket.active`` in the reference client)."""
+        return self._active
+
+    def connect(
+        self, timeout: float | None = None, *, wait: bool = True, retry: bool = False
+    ) -> None:
         """Connect this namespace (opening the shared connection first if needed).
 
-        Blocks until the server accepts it; raises :class:`ConnectError` when the server
-        refuses, the transport cannot be opened, or ``timeout`` (default: the client's
-        ``connect_timeout``) passes.
+        By default blocks until the server accepts it and raises :class:`ConnectError` (after
+        a ``connect_error`` event) when the server refuses, the transport cannot be opened, or
+        ``timeout`` (default: the client's ``connect_timeout``) passes.
+
+        ``wait=False`` returns at once: the connection opens in the background and a failed
+        open follows the reconnection policy (``connect_error``, ``reconnect_attempt(n)``,
+        ``reconnect_error(err)``, finally ``reconnect_failed()``), as the reference client's
+        ``io()`` does. ``retry=True`` applies that policy while blocking and raises after the
+        last attempt (``timeout`` then bounds the whole series; default: no bound).
         """
         manager = self._manager
-        timeout = manager.connect_timeout if timeout is None else timeout
         with self._lock:
             if self._state is SocketState.CONNECTED:
                 return
-            waiter = threading.Event()
-            self._connect_waiter = waiter
+            waiter = threading.Event() if wait else None
+            if wait or self._connect_waiter is None:
+                self._connect_waiter = waiter
             self._connect_error = None
             self._active = True
-        try:
-            opened = manager.open()  # False: a reconnect loop will send our CONNECT
-            with self._lock:
-                if opened and self._state is SocketState.DISCONNECTED:
-                    self._send_connect()
-        except NotConnectedError as exc:
-            if not manager.reconnecting:
+        if waiter is None:
+            manager.connect_socket(self, block=False)
+            return
+        if retry:
+            manager.connect_socket(self, block=False)
+        else:
+            timeout = manager.connect_timeout if timeout is None else timeout
+            try:
+                manager.connect_socket(self, block=True)
+            except ConnectError:
                 with self._lock:
                     self._active = False
-                    self._connect_waiter = None
-                raise ConnectError(f"connection lost while connecting: {exc}") from exc
-        except ConnectError:
-            with self._lock:
-                self._active = False
-                self._connect_waiter = None
-            raise
+                    if self._connect_waiter is waiter:
+                        self._connect_waiter = None
+                manager.release(self)
+                raise
         if not waiter.wait(timeout):
             with self._lock:
                 self._active = False
                 self._connect_waiter = None
                 self._state = SocketState.DISCONNECTED
+            error = ConnectError(
+                f"namespace {self._namespace!r} not connected within {timeout:g} s"
+            )
+            self._fire("connect_error", (error,))
             manager.release(self)
-            raise ConnectError(f"namespace {self._namespace!r} not connected within {timeout:g} s")
-        with self._lock:
-            error = self._connect_error
-        if error is not None:
             raise error
+        with self._lock:
+            refused = self._connect_error
+        if refused is not None:
+            raise refused
+
+    def _abort_connect(self, error: ConnectError) -> None:
+        """Wake a ``connect()`` waiting for this namespace with ``error``."""
+        with self._lock:
+            waiter = self._connect_waiter
+            self._connect_waiter = None
+            if waiter is not None:
+                self._connect_error = error
+        if waiter is not None:
+            waiter.set()
+
+    def _abandon(self, error: ConnectError) -> None:
+        """Nothing will connect this namespace any more (the client gave up)."""
+        with self._lock:
+            self._active = False
+            if self._state is SocketState.CONNECTING:
+                self._state = SocketState.DISCONNECTED
+        self._abort_connect(error)
+        self._fail_buffered(error.message)
 
     def disconnect(self) -> None:
         """Leave this namespace ("io client disconnect"); the connection closes when no
@@ -374,6 +526,7 @@ class Socket:
                 self._manager.send(self._namespace, Packet(PacketType.DISCONNECT, self._namespace))
             except NotConnectedError:
                 pass
+        self._abort_connect(ConnectError("disconnected while connecting"))
         self._on_lost(IO_CLIENT_DISCONNECT, was)
         self._manager.release(self)
 
@@ -402,12 +555,23 @@ class Socket:
             self._refused(ConnectError(f"the CONNECT packet (auth) is too large: {exc}"))
 
     # -- emitting ----------------------------------------------------------------------------
-    def emit(self, event: str, *args: Any) -> None:
+    def emit(self, event: str, *args: Any, volatile: bool = False) -> None:
         """Send an event; bytes anywhere in ``args`` make it a binary event. While
-        disconnected it is buffered (bounded) and sent in order after (re)connecting."""
+        disconnected it is buffered (bounded) and sent in order after (re)connecting.
+
+        ``volatile=True``: dropped instead (not buffered) when not connected or when the
+        transport cannot take a write right now, as the reference client's ``volatile``.
+        In retry mode (``retries=``) every other emit waits for its ack, see the README."""
         if event in RESERVED_EVENTS or event.__class__ is not str:
             raise ReservedEventError(f"{event!r} is reserved or not a string event name")
-        self._send_or_buffer(self._manager.encode_event(self._namespace, event, args, None), None)
+        if volatile:
+            if not self._volatile_ok(event):
+                return
+        elif self._retries:
+            self._enqueue_retry(event, args, None, None, None)
+            return
+        messages = self._manager.encode_event(self._namespace, event, args, None)
+        self._send_or_buffer(messages, None, (event, args) if self._out_handlers else None)
 
     def emit_with_ack(
         self,
@@ -415,14 +579,40 @@ class Socket:
         *args: Any,
         timeout: float | None = None,
         callback: Handler | None = None,
+        volatile: bool = False,
     ) -> Future[Any]:
         """Send an event asking for an ack; returns a Future of the ack's value (None, the
         value, or a tuple for several). ``callback(*ack_args)`` runs on the dispatcher.
-        The future fails with AckTimeout after ``timeout`` and with AckCancelled at once when
-        the connection is lost after the event was sent."""
+        The future fails with AckTimeout after ``timeout`` (default: the client's
+        ``ack_timeout``) and with AckCancelled at once when the connection is lost after the
+        event was sent. ``volatile=True``: a dropped emit (see :meth:`emit`) fails the future
+        with NotConnectedError at once. In retry mode ``timeout`` is the wait of each try."""
         future: Future[Any] = Future()
+        if timeout is None:
+            timeout = self._manager.ack_timeout
+        if volatile:
+            if not self._volatile_ok(event):
+                future.set_exception(NotConnectedError(f"volatile emit of {event!r} dropped"))
+                return future
+        elif self._retries:
+            self._enqueue_retry(event, args, future, callback, timeout)
+            return future
         self._emit_ack(event, args, timeout, PendingAck(future, callback))
         return future
+
+    @property
+    def _retries(self) -> int:
+        return self._manager.retries
+
+    def _volatile_ok(self, event: str) -> bool:
+        """A volatile emit goes out now or never."""
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        if self._state is SocketState.CONNECTED and self._manager.writable:
+            return True
+        self.volatile_dropped += 1
+        log.debug("volatile emit of %r on %s dropped: not writable", event, self._namespace)
+        return False
 
     def _emit_ack(
         self, event: str, args: tuple[Any, ...], timeout: float | None, pending: PendingAck
@@ -435,11 +625,11 @@ class Socket:
             self._acks[ack_id] = pending
         messages = self._manager.encode_event(self._namespace, event, args, ack_id)
         if timeout is not None:
-            pending.timer = self._manager.scheduler.call_later(
+            pending.timer = self._manager.call_later(
                 timeout, lambda: self._ack_timed_out(ack_id, timeout)
             )
         try:
-            self._send_or_buffer(messages, pending)
+            self._send_or_buffer(messages, pending, (event, args) if self._out_handlers else None)
         except (BufferFullError, PayloadTooLargeError):
             with self._lock:
                 self._acks.pop(ack_id, None)
@@ -448,8 +638,30 @@ class Socket:
             raise
         return ack_id
 
-    def call(self, event: str, *args: Any, timeout: float | None = 60.0) -> Any:
-        """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)."""
+    def call(
+        self,
+        event: str,
+        *args: Any,
+        timeout: float | Literal[_Default.TIMEOUT] | None = _Default.TIMEOUT,
+    ) -> Any:
+        """Emit and wait for the ack; returns its value. Raises AckTimeout (a TimeoutError)
+        after ``timeout`` seconds (None: no bound; default: the client's ``ack_timeout``, else
+        60 s; in retry mode: until the last try failed)."""
+        manager = self._manager
+        if self._retries:  # at-least-once: the queue's tries, each ack_timeout long
+            if timeout is _Default.TIMEOUT:
+                timeout = None if manager.ack_timeout is not None else 60.0
+            future = self.emit_with_ack(event, *args)
+            try:
+                return future.result(timeout)
+            except AckTimeout:  # the last try's (a TimeoutError too)
+                raise
+            except FutureTimeoutError:
+                raise AckTimeout(
+                    f"no ack within {timeout:g} s (namespace {self._namespace!r})"
+                ) from None
+        if timeout is _Default.TIMEOUT:
+            timeout = manager.ack_timeout if manager.ack_timeout is not None else 60.0
         # the caller's own wait is the deadline: no scheduler entry (and wake-up) per call
         waiter = _CallWaiter()
         ack_id = self._emit_ack(event, args, None, PendingAck(waiter, None))
@@ -459,12 +671,124 @@ class Socket:
             self._ack_timed_out(ack_id, timeout or 0.0)
             return waiter.result(1.0)  # the ack if it won the race (being set now), else AckTimeout
 
-    def _send_or_buffer(self, messages: list[str | bytes], pending: PendingAck | None) -> None:
+    # -- retry mode: at-least-once, one emit in flight at a time -------------------------------
+    def _enqueue_retry(
+        self,
+        event: str,
+        args: tuple[Any, ...],
+        future: Future[Any] | None,
+        callback: Handler | None,
+        timeout: float | None,
+    ) -> None:
+        if event in RESERVED_EVENTS or event.__class__ is not str:
+            raise ReservedEventError(f"{event!r} is reserved or not a string event name")
+        limit = self._manager.max_payload
+        if limit is not None:  # refuse now what could never be sent
+            check_message_sizes(
+                self._manager.encode_event(self._namespace, event, args, 0), limit, polling=False
+            )
+        if timeout is None:
+            timeout = self._manager.ack_timeout
+        with self._lock:
+            if len(self._retry_queue) >= self._manager.buffer_size:
+                raise BufferFullError(
+                    f"retry queue of namespace {self._namespace!r} is full "
+                    f"({self._manager.buffer_size} emits waiting for their ack)"
+                )
+            self._retry_queue.append(_Queued(event, args, future, callback, timeout))
+        self._drain_retry()
+
+    def _drain_retry(self, force: bool = False) -> None:
+        """Send the head of the retry queue (a new try, with a new ack id) unless it is in
+        flight; only while connected: the queue waits while disconnected."""
+        with self._lock:
+            if self._state is not SocketState.CONNECTED or not self._retry_queue:
+                return
+            item = self._retry_queue[0]
+            if item.pending and not force:
+                return
+            item.pending = True
+            item.tries += 1
+            ack_id = self._next_ack_id
+            self._next_ack_id = ack_id + 1
+            attempt = _RetryTry(self, item)
+            pending = PendingAck(attempt, item.callback)
+            self._acks[ack_id] = pending
+            try:
+                messages = self._manager.encode_event(
+                    self._namespace, item.event, item.args, ack_id
+                )
+                pending.sent = True
+                self._manager.send_messages(messages)
+            except NotConnectedError:
+                self._acks.pop(ack_id, None)
+                item.pending = False  # sent again once connected
+                item.tries -= 1
+                return
+            except PayloadTooLargeError as exc:
+                self._acks.pop(ack_id, None)
+                self._retry_queue.popleft()
+                failed: Exception | None = exc
+            else:
+                failed = None
+                if item.timeout is not None:
+                    timeout = item.timeout
+                    pending.timer = self._manager.call_later(
+                        timeout, lambda: self._ack_timed_out(ack_id, timeout)
+                    )
+        if failed is not None:
+            log.warning("emit of %r on %s dropped: %s", item.event, self._namespace, failed)
+            item.fail(failed)
+            self._drain_retry()
+            return
+        self._notify_outgoing(item.event, item.args)
+
+    def _retry_try_done(self, item: _Queued, value: Any, error: BaseException | None) -> None:
+        """A try of ``item`` was acked (``error`` None) or failed (timeout, connection lost)."""
+        with self._lock:
+            if not self._retry_queue or self._retry_queue[0] is not item:
+                return  # acknowledged already
+            item.pending = False
+            if error is not None and item.tries <= self._retries:
+                done = False  # tries left: the next drain resends it
+            else:
+                self._retry_queue.popleft()
+                done = True
+        if done:
+            if error is None:
+                item.succeed(value)
+            else:
+                log.info(
+                    "emit of %r on %s failed after %d tries: %s",
+                    item.event,
+                    self._namespace,
+                    item.tries,
+                    error,
+                )
+                item.fail(error)
+        self._drain_retry()
+
+    # -- outgoing listeners ----------------------------------------------------------------------
+    def _notify_outgoing(self, event: str, args: tuple[Any, ...]) -> None:
+        """Tell the outgoing catch-alls about a sent event (on the dispatcher, in order)."""
+        for handler in list(self._out_handlers):
+            self._manager.dispatcher.submit(handler, event, *args)
+
+    def _send_or_buffer(
+        self,
+        messages: list[str | bytes],
+        pending: PendingAck | None,
+        outgoing: tuple[str, tuple[Any, ...]] | None = None,
+    ) -> None:
         # fast path without the lock: the buffer was flushed before the state became CONNECTED
         if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+            if outgoing is not None:
+                self._notify_outgoing(*outgoing)
             return
         with self._lock:
             if self._state is SocketState.CONNECTED and self._send_now(messages, pending):
+                if outgoing is not None:
+                    self._notify_outgoing(*outgoing)
                 return
             limit = self._manager.max_payload
             if limit is not None:  # the last server's limit: refuse now what cannot be sent
@@ -476,7 +800,7 @@ class Socket:
                 )
             if pending is not None:
                 pending.messages = messages
-            self._buffer.append((messages, pending))
+            self._buffer.append((messages, pending, outgoing))
 
     def _send_now(self, messages: list[str | bytes], pending: PendingAck | None) -> bool:
         """Send on the live connection; False (nothing sent) when it was lost meanwhile."""
@@ -493,7 +817,7 @@ class Socket:
     def _flush_buffer(self) -> None:
         """Send what was buffered while offline, in order. Caller holds the lock."""
         while self._buffer:
-            messages, pending = self._buffer[0]
+            messages, pending, outgoing = self._buffer[0]
             if pending is not None and pending.future.done():
                 self._buffer.popleft()  # timed out while buffered
                 continue
@@ -508,6 +832,8 @@ class Socket:
             self._buffer.popleft()
             if pending is not None:
                 pending.sent = True
+            if outgoing is not None:
+                self._notify_outgoing(*outgoing)
 
     def _fail_pending(self, pending: PendingAck, exc: Exception) -> None:
         """Fail an emit's ack that will never be sent (caller may hold the lock)."""
@@ -606,7 +932,9 @@ class Socket:
             self._state = SocketState.CONNECTED
             waiter = self._connect_waiter
             self._connect_waiter = None
-        self._manager.dispatcher.submit(self._emit_lifecycle, "connect", ())
+        if self._retry_queue:
+            self._drain_retry(force=True)  # the try in flight was lost with the connection
+        self._fire("connect", ())
         if waiter is not None:
             waiter.set()
 
@@ -618,7 +946,7 @@ class Socket:
             self._connect_waiter = None
             self._connect_error = error
         log.info("namespace %s refused: %s", self._namespace, error.message)
-        self._manager.dispatcher.submit(self._emit_lifecycle, "connect_error", (error,))
+        self._fire("connect_error", (error,))
         if waiter is not None:
             waiter.set()
         self._manager.release(self)
@@ -653,15 +981,18 @@ class Socket:
                     AckCancelled(f"connection lost before the ack arrived ({reason})")
                 )
         if was is SocketState.CONNECTED:
-            self._manager.dispatcher.submit(
-                self._emit_lifecycle, "disconnect", (reason,), urgent=True
-            )
+            self._fire("disconnect", (reason,), urgent=True)
 
     def _fail_buffered(self, reason: str) -> None:
         """The socket will never reconnect: fail the acks still waiting in the buffer."""
         with self._lock:
-            pendings = [p for _, p in self._buffer if p is not None]
+            pendings = [p for _, p, _ in self._buffer if p is not None]
             self._buffer.clear()
+            queued = list(self._retry_queue)
+            self._retry_queue.clear()
+        for item in queued:
+            item.fail(AckCancelled(reason))
+        with self._lock:
             for ack_id in [i for i, p in self._acks.items() if p in pendings]:
                 del self._acks[ack_id]
         for pending in pendings:
@@ -671,10 +1002,12 @@ class Socket:
                 pending.future.set_exception(AckCancelled(reason))
 
     # -- running handlers (dispatcher thread) --------------------------------------------------
-    def _emit_lifecycle(self, event: str, args: tuple[Any, ...]) -> None:
+    def _fire(self, event: str, args: tuple[Any, ...], urgent: bool = False) -> None:
+        """Run the handler of lifecycle ``event`` on the dispatcher: the one registered now,
+        as the event happens (one registered later is not called for it, as in JS)."""
         entry = self._handlers.get(event)
         if entry is not None:
-            entry[0](*args)
+            self._manager.dispatcher.submit(entry[0], *args, urgent=urgent)
 
     def _run_event(self, event: str, args: list[Any], ack_id: int | None) -> None:
         ack = Ack(lambda values: self._send_ack(ack_id, values)) if ack_id is not None else None

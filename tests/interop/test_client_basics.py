@@ -64,7 +64,7 @@ def make_client(
     yield factory
     for client in clients:
         client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
+    wait_until(lambda: not client_threads(), 5, f"client threads to end: {client_threads()}")
 
 
 def test_connect_emit_and_receive_json_and_binary(make_client: Callable[..., Client]) -> None:

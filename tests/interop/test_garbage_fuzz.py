@@ -210,7 +210,10 @@ class Tally:
             self._cond.notify_all()
 
     def ends(self) -> int:
-        return self.counts["disconnect"] + self.counts["connect_error"]
+        # a failed reconnection handshake emits connect_error too (as in JS), with its
+        # reconnect_error: that one ends no connection
+        counts = self.counts
+        return counts["disconnect"] + counts["connect_error"] - counts["reconnect_error"]
 
     def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -39,21 +40,31 @@ def _error_message(response: requests.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
-def _tracking_adapter(sockets: weakref.WeakSet[socket.socket]) -> HTTPAdapter:
+def _tracking_adapter(
+    sockets: weakref.WeakSet[socket.socket], closed: Callable[[], bool]
+) -> HTTPAdapter:
     """An adapter whose connections register their sockets, so ``close()`` can shut down a
-    long-poll GET blocked in ``recv`` at once instead of waiting out its read timeout."""
+    long-poll GET (or a handshake) blocked in ``recv`` at once instead of waiting out its read
+    timeout; a socket connected after ``close()`` is shut down at once."""
+
+    def track(sock: socket.socket | None) -> None:
+        if sock is not None:
+            sockets.add(sock)
+            if closed():  # close() ran while this one was connecting
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     class TrackedHTTPConnection(urllib3.connection.HTTPConnection):
         def connect(self) -> None:
             super().connect()
-            if self.sock is not None:
-                sockets.add(self.sock)
+            track(self.sock)
 
     class TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
         def connect(self) -> None:
             super().connect()
-            if self.sock is not None:
-                sockets.add(self.sock)
+            track(self.sock)
 
     class HTTPPool(urllib3.HTTPConnectionPool):
         ConnectionCls = TrackedHTTPConnection
@@ -87,7 +98,7 @@ class PollingTransport:
 
     def _make_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = _tracking_adapter(self._sockets)
+        adapter = _tracking_adapter(self._sockets, lambda: self._closed)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.cookies = self.options.cookies

@@ -1,39 +1,57 @@
-"""The websocket transport on ``websocket-client``: one packet per frame, TCP_NODELAY."""
+"""The websocket transport on ``websocket-client`` (handshake) and our sans-IO frame codec;
+read by the I/O loop, written by the caller's thread, TCP_NODELAY."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import select
+import selectors
 import socket
 import ssl
-import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests.utils
 import websocket as wsc
 
+from sio_mqtt.engineio.frames import (
+    OP_CLOSE,
+    OP_PONG,
+    Close,
+    FrameDecoder,
+    MaskKeys,
+    Ping,
+    Pong,
+    encode_frame,
+    encode_messages,
+    mask_payload,
+)
+from sio_mqtt.engineio.loop import IOLoop
 from sio_mqtt.engineio.transports.base import (
     TransportClosed,
     TransportError,
     TransportOptions,
     redact,
 )
-from sio_mqtt.errors import EngineIOParseError
+from sio_mqtt.errors import ParseError
+
+__all__ = [
+    "Handshake",
+    "WebSocketTransport",
+    "encode_frame",
+    "mask_payload",
+    "websocket_connect_options",
+]
 
 log = logging.getLogger("sio_mqtt.engineio")
 
-_OP_TEXT = wsc.ABNF.OPCODE_TEXT
-_OP_BINARY = wsc.ABNF.OPCODE_BINARY
-_OP_CLOSE = wsc.ABNF.OPCODE_CLOSE
-_OP_PING = wsc.ABNF.OPCODE_PING
-_OP_PONG = wsc.ABNF.OPCODE_PONG
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-
 
 # websocket-client would read http_proxy/NO_PROXY itself, with rules unlike requests' (no
 # all_proxy; NO_PROXY also overriding an explicit proxy), so polling and the websocket could take
@@ -90,63 +108,95 @@ def websocket_connect_options(options: TransportOptions, timeout: float) -> dict
     return kwargs
 
 
-_MASK_POOL_SIZE = 4096
-_pack_short = struct.Struct("!BBH").pack
-_pack_long = struct.Struct("!BBQ").pack
-_unpack_short = struct.Struct("!H").unpack_from
-_unpack_long = struct.Struct("!Q").unpack_from
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_RESPONSE_HEAD = 64 * 1024
 
 
-class _MaskKeys:
-    """Masking keys from ``os.urandom``, fetched 4 KiB at a time (one syscall per 1024 frames)."""
+def upgrade_request(
+    sock: socket.socket, parts: urllib.parse.SplitResult, header: list[str], cookie: str | None
+) -> tuple[dict[str, list[str]], bytes]:
+    """Send the HTTP upgrade on a connected socket, read the 101 response; returns its headers
+    (lower-case names, values as lists) and the bytes after it (frames already sent)."""
+    key = base64.b64encode(os.urandom(16))
+    hostport = parts.netloc.rpartition("@")[2]
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [
+        f"GET {target} HTTP/1.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Host: {hostport}",
+        f"Origin: http://{hostport}",
+        f"Sec-WebSocket-Key: {key.decode()}",
+        "Sec-WebSocket-Version: 13",
+        *header,
+    ]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise TransportError("websocket closed during the handshake")
+        buf += chunk
+        if len(buf) > _MAX_RESPONSE_HEAD:
+            raise TransportError("websocket handshake response too large")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = status_line.split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+    if status != 101:
+        raise TransportError(f"websocket handshake refused: HTTP {status}")
+    headers: dict[str, list[str]] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
+    if headers.get("upgrade", [""])[0].lower() != "websocket":
+        raise TransportError("websocket handshake: no 'Upgrade: websocket' in the response")
+    if headers.get("sec-websocket-accept", [""])[0] != accept:
+        raise TransportError("websocket handshake: wrong Sec-WebSocket-Accept")
+    return headers, rest
 
-    __slots__ = ("_pool", "_pos")
 
-    def __init__(self) -> None:
-        self._pool = b""
-        self._pos = _MASK_POOL_SIZE
+class Handshake:
+    """A websocket handshake in progress, abortable from another thread: :meth:`abort` shuts
+    its socket down (a blocked ``recv`` fails at once) and makes a TCP connect that is still
+    running fail as soon as it returns. (websocket-client's own ``abort`` only acts once the
+    handshake is complete.)"""
 
-    def next(self) -> bytes:
-        pos = self._pos
-        if pos >= _MASK_POOL_SIZE:
-            self._pool = os.urandom(_MASK_POOL_SIZE)
-            pos = 0
-        self._pos = pos + 4
-        return self._pool[pos : pos + 4]
+    def __init__(self, ws: wsc.WebSocket | None) -> None:
+        self.ws = ws
+        self.sock: socket.socket | None = None
+        self.aborted = False
 
-
-def mask_payload(key: bytes, payload: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``key`` repeated (RFC 6455 5.3), in C via big ints."""
-    n = len(payload)
-    if not n:
-        return b""
-    repeated = (key * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-
-
-def encode_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    first = 0x80 | opcode
-    if n < 126:
-        header = bytes((first, 0x80 | n))
-    elif n < 65536:
-        header = _pack_short(first, 0x80 | 126, n)
-    else:
-        header = _pack_long(first, 0x80 | 127, n)
-    return header + key + mask_payload(key, payload)
+    def abort(self) -> None:
+        self.aborted = True
+        for sock in (self.sock, self.ws.sock if self.ws is not None else None):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except (OSError, AttributeError):
+                    pass
 
 
 class WebSocketTransport:
-    """One open websocket. ``send`` may be called from any thread; ``recv`` from one reader.
+    """One open websocket: ``send`` from any thread; reading either blocking with :meth:`recv`
+    (handshake, upgrade probe) or, after :meth:`attach`, by the I/O loop.
 
-    websocket-client does the handshake (proxies, TLS, headers); the frames are ours: writing a
-    whole event (header and attachments) in one ``sendall`` and parsing frames straight from a
-    buffer is several times cheaper per message, and lets us refuse an oversize frame from its
-    header instead of after buffering it.
+    websocket-client does the handshake (proxies, TLS, headers); the frames are ours
+    (:mod:`sio_mqtt.engineio.frames`, sans-IO). The socket is non-blocking: a send writes what
+    the kernel takes at once, in one call per event; the rest waits in a bounded buffer the
+    loop flushes when the socket is writable. A writer finding the buffer above
+    ``max_buffer`` waits (up to ``send_timeout``) instead of memory growing.
     """
 
     name = "websocket"
+
+    #: bytes waiting to be written before a sender blocks (back-pressure)
+    max_buffer = 4 * 1024 * 1024
+    #: how long a blocked sender waits for the buffer to drain before the send fails
+    send_timeout = 30.0
 
     def __init__(
         self,
@@ -154,42 +204,83 @@ class WebSocketTransport:
         *,
         ws: wsc.WebSocket | None = None,
         max_message: int = 64 * 1024 * 1024,
+        initial: bytes = b"",
     ) -> None:
         """Take over ``sock`` after a completed handshake (``ws``: the websocket-client object
-        that made it, kept for its lock and its shutdown)."""
+        that made it, kept for its shutdown)."""
         self._ws = ws
-        sock.settimeout(None)  # blocking: readiness is polled, so a send never times out midway
+        sock.setblocking(False)
         self._sock = sock
         self._ssl = isinstance(sock, ssl.SSLSocket)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN | select.POLLPRI)
-        # websocket-client's own lock: its pong replies and our frames never interleave
-        lock = ws.lock if ws is not None else None
-        self._lock: threading.Lock = lock if lock is not None else threading.Lock()
-        self._keys = _MaskKeys()
+        self._lock = threading.Lock()  # the write side: frames of two senders never interleave
+        self._out = bytearray()  # what the kernel did not take yet
+        self._keys = MaskKeys()
         self._closed = False
-        self.max_message = max_message
-        self._buf = bytearray()
-        self._pos = 0
-        self._fragments: list[bytes] = []
-        self._fragment_opcode = 0
-        self._fragment_size = 0
+        self._decoder = FrameDecoder(max_message)
+        if initial:  # frames that came with the handshake's response
+            self._decoder.feed(initial)
+        self._loop: IOLoop | None = None
+        self._events = 0  # what the loop waits for
+        self._read_paused = False
+        self._on_message: Callable[[str | bytes], None] | None = None
+        self._on_lost: Callable[[TransportError | ParseError], None] | None = None
+
+    @property
+    def max_message(self) -> int:
+        return self._decoder.max_message
+
+    @max_message.setter
+    def max_message(self, value: int) -> None:
+        self._decoder.max_message = value
 
     @classmethod
     def open(
         cls, options: TransportOptions, sid: str | None = None, timeout: float | None = None
     ) -> WebSocketTransport:
+        return cls.open_with(wsc.WebSocket, options, sid, timeout)
+
+    @classmethod
+    def open_with(
+        cls,
+        make: Callable[..., wsc.WebSocket],
+        options: TransportOptions,
+        sid: str | None = None,
+        timeout: float | None = None,
+        on_socket: Callable[[Handshake], None] | None = None,
+    ) -> WebSocketTransport:
+        """The blocking handshake; ``on_socket`` receives it as a :class:`Handshake` before it
+        starts, so another thread can abort it when it hangs."""
         params = {"transport": "websocket"}
         if sid:
             params["sid"] = sid
         url = options.endpoint("ws", **params)
+        timeout = timeout or options.connect_timeout
+        kwargs = websocket_connect_options(options, timeout)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "ws" and "http_proxy_host" not in kwargs:
+            handshake = Handshake(None)
+            if on_socket is not None:
+                on_socket(handshake)
+            return cls._open_plain(parts, kwargs, timeout, handshake, options)
+        ws = make(
+            sockopt=kwargs.pop("sockopt"),
+            sslopt=kwargs.pop("sslopt", None),
+            enable_multithread=kwargs.pop("enable_multithread"),
+            skip_utf8_validation=kwargs.pop("skip_utf8_validation"),
+        )
+        ws.settimeout(kwargs.pop("timeout"))
+        handshake = Handshake(ws)
+        if on_socket is not None:
+            on_socket(handshake)
         try:
-            ws = wsc.create_connection(
-                url, **websocket_connect_options(options, timeout or options.connect_timeout)
-            )
+            ws.connect(url, **kwargs)  # type: ignore[no-untyped-call]
         except wsc.WebSocketBadStatusException as exc:
+            ws.shutdown()  # type: ignore[no-untyped-call]
             raise TransportError(f"websocket handshake refused: HTTP {exc.status_code}") from exc
         except (OSError, wsc.WebSocketException) as exc:
+            ws.shutdown()  # type: ignore[no-untyped-call]
             raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
         headers = ws.getheaders() or {}
         set_cookie = headers.get("set-cookie")
@@ -199,167 +290,281 @@ class WebSocketTransport:
             raise TransportError("websocket closed during the handshake")
         return cls(ws.sock, ws=ws)
 
+    @classmethod
+    def _open_plain(
+        cls,
+        parts: urllib.parse.SplitResult,
+        kwargs: dict[str, Any],
+        timeout: float,
+        handshake: Handshake,
+        options: TransportOptions,
+    ) -> WebSocketTransport:
+        """A plain, direct ws:// handshake of our own: one write, response read in blocks
+        (websocket-client reads it a byte per ``recv``, the cost of a connect storm), and
+        abortable at every point (the TCP connect included)."""
+        try:
+            sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+        except OSError as exc:
+            raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
+        handshake.sock = sock
+        try:
+            if handshake.aborted:
+                raise TransportClosed("websocket connect aborted")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            headers, rest = upgrade_request(
+                sock, parts, kwargs.get("header", []), kwargs.get("cookie")
+            )
+        except OSError as exc:
+            sock.close()
+            raise TransportError(f"websocket connect failed: {redact(str(exc))}") from exc
+        except TransportError:
+            sock.close()
+            raise
+        if headers.get("set-cookie"):
+            options.store_set_cookie(headers["set-cookie"])
+        return cls(sock, initial=rest)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def attach(
+        self,
+        loop: IOLoop,
+        on_message: Callable[[str | bytes], None],
+        on_lost: Callable[[TransportError | ParseError], None],
+    ) -> None:
+        """Hand reading to ``loop``: ``on_message`` for every message (loop thread), then
+        ``on_lost`` once when the websocket fails or closes (not after our own :meth:`close`)."""
+        self._on_message = on_message
+        self._on_lost = on_lost
+        with self._lock:
+            if self._closed:
+                return  # closed while being handed over (a close racing an upgrade)
+            self._loop = loop
+            self._events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+            loop.register(self._sock, self, self._events)
+        if self._decoder.buffered:  # bytes that came with the handshake's last read
+            loop.call_soon(self._deliver)
+
+    def pause_reading(self) -> None:
+        """Stop reading (the consumer is full); TCP pushes back on the server."""
+        self._read_paused = True
+        self._set_events()
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        self._set_events()
+        loop = self._loop
+        if loop is not None and self._decoder.buffered:
+            loop.call_soon(self._deliver)
+
+    def _set_events(self) -> None:
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        with self._lock:
+            events = (0 if self._read_paused else selectors.EVENT_READ) | (
+                selectors.EVENT_WRITE if self._out else 0
+            )
+            if events != self._events:
+                self._events = events
+                loop.modify(self._sock, self, events)
+
+    def on_io(self, mask: int) -> None:
+        """Loop thread: the socket is readable and/or writable."""
+        if mask & selectors.EVENT_WRITE:
+            try:
+                with self._lock:
+                    self._flush_locked()
+                    if not self._out:
+                        events = self._events & ~selectors.EVENT_WRITE
+                        if events != self._events and not self._closed and self._loop:
+                            self._events = events
+                            self._loop.modify(self._sock, self, events)
+            except TransportError as exc:
+                self._lost(exc)
+                return
+        if mask & selectors.EVENT_READ and not self._read_paused:
+            try:
+                if self._fill_nowait():
+                    self._deliver()
+            except (TransportError, ParseError) as exc:
+                self._lost(exc)
+
+    def _deliver(self) -> None:
+        """Hand every complete message to the consumer; answer pings."""
+        on_message = self._on_message
+        decoder = self._decoder
+        try:
+            while not self._read_paused and not self._closed:
+                event = decoder.next_event()
+                if event is None:
+                    return
+                if event.__class__ is str or event.__class__ is bytes:
+                    on_message(event)  # type: ignore[misc]
+                else:
+                    self._control(event)  # type: ignore[arg-type]
+        except (TransportError, ParseError) as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: TransportError | ParseError) -> None:
+        if self._closed:
+            return
+        callback = self._on_lost
+        self._on_lost = None
+        self.close(send_close=False)
+        if callback is not None:
+            callback(exc)
+
     # -- writing ---------------------------------------------------------------------------------
     def send(self, frames: Sequence[str | bytes]) -> None:
         """Send messages back to back, in one write (a binary event stays together)."""
-        keys = self._keys
-        try:
+        self.send_raw(encode_messages(frames, self._keys))  # type: ignore[arg-type]
+
+    def send_raw(self, data: bytes) -> None:
+        lock = self._lock
+        with lock:
+            if self._closed:
+                raise TransportClosed("websocket closed")
+            out = self._out
+            if not out:
+                try:
+                    n = self._sock.send(data)
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    n = 0
+                except OSError as exc:
+                    raise TransportError(f"websocket send failed: {exc}") from exc
+                if n == len(data):
+                    return
+                out += memoryview(data)[n:]
+            else:
+                out += data
+                self._flush_locked()
+            if out:
+                self._want_write_locked()
+            loop = self._loop
+            if len(out) <= (self.max_buffer if loop is not None else 0):
+                return
+            if loop is not None and loop.in_loop():
+                return  # the loop itself never waits; it flushes this when it can
+        self._wait_drained()
+
+    def _flush_locked(self) -> None:
+        out = self._out
+        while out:
+            try:
+                n = self._sock.send(out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except OSError as exc:
+                raise TransportError(f"websocket send failed: {exc}") from exc
+            del out[:n]
+
+    def _want_write_locked(self) -> None:
+        loop = self._loop
+        if loop is not None and not self._closed and not self._events & selectors.EVENT_WRITE:
+            self._events |= selectors.EVENT_WRITE
+            loop.modify(self._sock, self, self._events)
+
+    def _wait_drained(self) -> None:
+        """Back-pressure: wait (outside the lock) until the buffer is under its bound again."""
+        deadline = time.monotonic() + self.send_timeout
+        poller = select.poll()
+        poller.register(self._sock, select.POLLOUT)
+        limit = self.max_buffer if self._loop is not None else 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportError(
+                    f"websocket send buffer stayed full for {self.send_timeout:g} s"
+                )
+            try:
+                poller.poll(max(int(min(left, 0.5) * 1000), 1))
+            except OSError as exc:
+                raise TransportError(f"websocket send failed: {exc}") from exc
             with self._lock:
-                if len(frames) == 1:
-                    frame = frames[0]
-                    if isinstance(frame, str):
-                        data = encode_frame(_OP_TEXT, frame.encode(), keys.next())
-                    else:
-                        data = encode_frame(_OP_BINARY, frame, keys.next())
-                else:
-                    data = b"".join(
-                        encode_frame(_OP_TEXT, f.encode(), keys.next())
-                        if isinstance(f, str)
-                        else encode_frame(_OP_BINARY, f, keys.next())
-                        for f in frames
-                    )
-                self._sock.sendall(data)
-        except OSError as exc:
-            raise TransportError(f"websocket send failed: {exc}") from exc
+                if self._closed:
+                    raise TransportClosed("websocket closed")
+                self._flush_locked()
+                if len(self._out) <= limit:
+                    if not self._out and self._loop is not None:
+                        pass  # the loop drops its write interest on its next wake
+                    return
 
     # -- reading ---------------------------------------------------------------------------------
-    def _fill(self, timeout: float) -> bool:
-        """Read more bytes into the buffer; False when ``timeout`` passed without any."""
+    def _fill_nowait(self) -> bool:
+        """Read what the socket has into the decoder; False when nothing was there."""
         sock = self._sock
-        if not (self._ssl and sock.pending()) and not self._poller.poll(  # type: ignore[attr-defined]
-            max(int(timeout * 1000), 1)
-        ):
-            return False
         try:
             chunk = sock.recv(262144)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return True
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
         except OSError as exc:
             if self._closed:
                 raise TransportClosed("websocket closed") from exc
             raise TransportError(f"websocket receive failed: {exc}") from exc
         if not chunk:
             raise TransportClosed("websocket closed by the server")
-        buf = self._buf
-        if self._pos and self._pos == len(buf):
-            buf.clear()
-            self._pos = 0
-        elif self._pos > 1 << 20:
-            del buf[: self._pos]
-            self._pos = 0
-        buf += chunk
+        self._decoder.feed(chunk)
+        if self._ssl:
+            while sock.pending():  # type: ignore[attr-defined]
+                try:
+                    chunk = sock.recv(262144)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                except OSError as exc:
+                    raise TransportError(f"websocket receive failed: {exc}") from exc
+                if not chunk:
+                    raise TransportClosed("websocket closed by the server")
+                self._decoder.feed(chunk)
+        return True
+
+    def _fill(self, timeout: float) -> bool:
+        """Blocking mode: wait up to ``timeout`` for bytes; False when none came."""
+        if not (self._ssl and self._sock.pending()) and not self._poller.poll(  # type: ignore[attr-defined]
+            max(int(timeout * 1000), 1)
+        ):
+            return False
+        self._fill_nowait()
         return True
 
     def recv(self, timeout: float) -> str | bytes | None:
-        """The next message, or None when ``timeout`` passed without one."""
+        """Blocking mode (before :meth:`attach`): the next message, or None after ``timeout``."""
         deadline = time.monotonic() + timeout
+        decoder = self._decoder
         while True:
-            message = self._parse()
-            if message is not None:
-                return message
+            event = decoder.next_event()
+            while event is not None:
+                if event.__class__ is str or event.__class__ is bytes:
+                    return event
+                self._control(event)  # type: ignore[arg-type]
+                event = decoder.next_event()
             left = deadline - time.monotonic()
             if left <= 0 or not self._fill(left):
                 return None
 
-    def _parse(self) -> str | bytes | None:
-        """Take complete frames from the buffer until a whole message is there."""
-        buf = self._buf
-        while True:
-            pos = self._pos
-            avail = len(buf) - pos
-            if avail < 2:
-                return None
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            if b0 & 0x70:
-                raise EngineIOParseError("websocket frame with reserved bits set")
-            length = b1 & 0x7F
-            head = 2
-            if length == 126:
-                if avail < 4:
-                    return None
-                length = _unpack_short(buf, pos + 2)[0]
-                head = 4
-            elif length == 127:
-                if avail < 10:
-                    return None
-                length = _unpack_long(buf, pos + 2)[0]
-                head = 10
-            masked = b1 & 0x80
-            if masked:
-                head += 4
-            opcode = b0 & 0x0F
-            if self._fragment_size + length > self.max_message:
-                raise EngineIOParseError(
-                    f"websocket message above {self.max_message} bytes refused"
-                )
-            if avail < head + length:
-                return None
-            start = pos + head
-            payload = bytes(buf[start : start + length])
-            if masked:  # servers must not mask; tolerate it anyway
-                payload = mask_payload(bytes(buf[start - 4 : start]), payload)
-            self._pos = start + length
-            fin = b0 & 0x80
-            if opcode >= 8:
-                self._control(opcode, payload)
-                continue
-            if opcode == 0:
-                if not self._fragment_opcode:
-                    raise EngineIOParseError("websocket continuation frame without a start")
-            elif self._fragment_opcode:
-                raise EngineIOParseError("websocket data frame inside a fragmented message")
-            elif not fin:
-                self._fragment_opcode = opcode
-            if not fin or opcode == 0:
-                self._fragments.append(payload)
-                self._fragment_size += length
-                if not fin:
-                    continue
-                opcode = self._fragment_opcode
-                payload = b"".join(self._fragments)
-                self._fragments = []
-                self._fragment_opcode = 0
-                self._fragment_size = 0
-            if opcode == _OP_TEXT:
-                try:
-                    return payload.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise EngineIOParseError("websocket text frame is not UTF-8") from exc
-            if opcode == _OP_BINARY:
-                return payload
-            raise EngineIOParseError(f"websocket frame with unknown opcode {opcode}")
-
-    def _control(self, opcode: int, payload: bytes) -> None:
-        if opcode == _OP_CLOSE:
+    def _control(self, event: Ping | Pong | Close) -> None:
+        if event.__class__ is Ping:
+            self.send_raw(encode_frame(OP_PONG, event.payload, self._keys.next()))
+        elif event.__class__ is Close:
             raise TransportClosed("websocket closed by the server")
-        if opcode == _OP_PING:
-            try:
-                with self._lock:
-                    self._sock.sendall(encode_frame(_OP_PONG, payload[:125], self._keys.next()))
-            except OSError as exc:
-                raise TransportError(f"websocket pong failed: {exc}") from exc
-        elif opcode != _OP_PONG:
-            raise EngineIOParseError(f"websocket control frame with unknown opcode {opcode}")
 
-    def close(self) -> None:
-        """Close the socket; a reader blocked in ``recv`` wakes with TransportClosed."""
-        if self._closed:
-            return
-        self._closed = True
-        sock = self._sock
+    def close(self, send_close: bool = True) -> None:
+        """Close the socket (sending a close frame, best effort, without waiting)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sock = self._sock
+            if send_close and not self._out:
+                try:  # an orderly close frame, status 1000
+                    sock.send(encode_frame(OP_CLOSE, b"\x03\xe8", self._keys.next()))
+                except (OSError, ValueError):
+                    pass
+            loop = self._loop
         try:
+            if loop is not None:
+                loop.unregister(sock)
             try:
-                sock.settimeout(0.5)
-                if self._lock.acquire(timeout=0.5):
-                    try:  # an orderly close frame, status 1000
-                        sock.sendall(encode_frame(_OP_CLOSE, b"\x03\xe8", self._keys.next()))
-                    finally:
-                        self._lock.release()
-            except OSError:
-                pass
-            try:
-                # shutdown wakes a reader blocked in poll/recv at once
+                # shutdown wakes a thread blocked in poll on this socket at once
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass

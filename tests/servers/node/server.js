@@ -85,9 +85,24 @@ function recordCookies(req) {
       cookiesBySid.set(sid, list);
     }
     if (list.length < 1000) list.push(req.headers.cookie === undefined ? null : req.headers.cookie);
+    recordQuery(sid, req);
   } catch (e) {
     // ignore
   }
+}
+// the query string of every engine.io request after the handshake (polls, posts, upgrade),
+// keyed by engine.io session id, without the per-request keys (t, sid)
+const queriesBySid = new Map();
+function recordQuery(sid, req) {
+  const params = new URL(req.url, "http://x").searchParams;
+  params.delete("t");
+  params.delete("sid");
+  let list = queriesBySid.get(sid);
+  if (!list) {
+    list = [];
+    queriesBySid.set(sid, list);
+  }
+  if (list.length < 1000) list.push(Object.fromEntries(params));
 }
 const io = new Server(httpServer, opts);
 // after attaching: engine.io re-registers the "request" listeners it finds
@@ -113,6 +128,13 @@ function isFn(x) {
   return typeof x === "function";
 }
 
+// the reason the server saw for each socket's disconnect, keyed by socket id (namespace sid)
+const disconnectReasons = new Map();
+function recordDisconnect(id, reason) {
+  disconnectReasons.set(id, reason);
+  if (disconnectReasons.size > 10000) disconnectReasons.delete(disconnectReasons.keys().next().value);
+}
+
 function setup(nsp) {
   nsp.on("connection", (socket) => {
     const name = socket.nsp.name;
@@ -122,9 +144,27 @@ function setup(nsp) {
     if (socket.recovered) st.recovered += 1;
     const engineId = socket.conn.id;
 
-    socket.on("disconnect", () => {
+    socket.on("disconnect", (reason) => {
       st.disconnections += 1;
       st.connected -= 1;
+      recordDisconnect(socket.id, reason);
+    });
+
+    // conformance tests: what the server saw of another socket, raw engine.io writes
+    socket.on("get_disconnect_reason", (id, cb) => {
+      if (isFn(cb)) cb(disconnectReasons.has(id) ? disconnectReasons.get(id) : null);
+    });
+
+    socket.on("engine_has", (sid, cb) => {
+      if (isFn(cb)) cb(Object.prototype.hasOwnProperty.call(io.engine.clients, sid));
+    });
+
+    socket.on("send_raw", (data) => {
+      socket.conn.write(String(data)); // one engine.io message, not a valid socket.io packet
+    });
+
+    socket.on("get_query", (cb) => {
+      if (isFn(cb)) cb({ handshake: socket.handshake.query, requests: queriesBySid.get(engineId) || [] });
     });
 
     socket.on("error", (err) => {
@@ -259,7 +299,10 @@ setup(io.of(/^\/dyn-\w+$/));
 io.engine.on("connection", (conn) => {
   // engine connection closed: keep its cookie records for a short while only
   conn.once("close", () => {
-    setTimeout(() => cookiesBySid.delete(conn.id), 60000).unref();
+    setTimeout(() => {
+      cookiesBySid.delete(conn.id);
+      queriesBySid.delete(conn.id);
+    }, 60000).unref();
   });
 });
 
