@@ -143,7 +143,8 @@ def _cmd_check(path: str) -> int:
         print(
             f"  {r.name}: {r.pattern.pattern} -> {r.namespace} event {r.event_template.template}"
             f" [payload {r.payload_mode}{', spread' if r.spread else ''}{extra}"
-            f"{'' if r.ignore_retained else ', retained delivered'}]",
+            f"{'' if r.ignore_retained else ', retained delivered'}"
+            f"{', session device' if r.session == 'device' else ''}]",
             file=out,
         )
     print("socketio_to_mqtt routes:", file=out)
@@ -152,9 +153,26 @@ def _cmd_check(path: str) -> int:
             f"  {o.name}: {o.namespace} event {o.event} -> {o.topic_template.template}"
             f" [qos {o.qos}{', retain' if o.retain else ''}"
             f"{f', reply (timeout {o.ack_timeout:g} s)' if o.reply else ''}"
-            f"{f', reply_envelope {o.reply_envelope}' if o.reply_envelope != 'auto' else ''}]",
+            f"{f', reply_envelope {o.reply_envelope}' if o.reply_envelope != 'auto' else ''}"
+            f"{', session device' if o.session == 'device' else ''}]",
             file=out,
         )
+    d = cfg.devices
+    if d.enabled:
+        bound = [r.name for r in table.inbound if r.session == "device"]
+        bound += [o.name for o in table.outbound if o.session == "device"]
+        p = d.partition
+        print(
+            f"device sessions: on, devices under {d.topic} on namespace {d.namespace}, "
+            f"presence {d.presence.topic} ({d.presence.online}/{d.presence.offline}), "
+            f"open_on {d.open_on}, max_sessions {d.max_sessions}, connect_rate "
+            f"{d.connect_rate:g}/s, idle_timeout {d.idle_timeout:g} s, partition "
+            f"{p.index}/{p.count}; auth keys {', '.join(sorted(d.auth)) or '(none)'}",
+            file=out,
+        )
+        print(f"device-bound routes: {', '.join(bound) or '(none)'}", file=out)
+    else:
+        print("device sessions: off", file=out)
     print("resolved configuration (secrets redacted):", file=out)
     print(json.dumps(redacted_dump(cfg), indent=2, default=str), file=out)
     return EXIT_OK

@@ -57,6 +57,9 @@ __all__ = [
     "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
     "ConfigError",
+    "DevicePartitionConfig",
+    "DevicePresenceConfig",
+    "DevicesConfig",
     "GatewayConfig",
     "HttpConfig",
     "LoggingConfig",
@@ -69,6 +72,7 @@ __all__ = [
     "SocketioToMqttRouteConfig",
     "TlsConfig",
     "all_namespaces",
+    "device_auth",
     "env_var_name",
     "load_config",
     "redacted_dump",
@@ -405,6 +409,133 @@ class LoggingConfig(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
+# device sessions
+# --------------------------------------------------------------------------------------------
+
+_DEVICE = "device"
+
+
+def _device_pattern(v: str, what: str) -> str:
+    """A topic pattern with exactly one capture, ``{device}``."""
+    try:
+        pattern = TopicPattern(v)
+    except PatternError as exc:
+        raise ValueError(str(exc)) from None
+    names = list(pattern.names)
+    if names != [_DEVICE]:
+        raise ValueError(
+            f"{what} must capture exactly one name, {{device}} (got "
+            f"{', '.join('{' + n + '}' for n in names) or 'no capture'})"
+        )
+    return v
+
+
+class DevicePresenceConfig(BaseModel):
+    """``devices.presence``: the birth / Last Will topic and its two payloads."""
+
+    model_config = _STRICT
+
+    topic: str = "devices/{device}/status"
+    online: str = Field(default="online", min_length=1)
+    offline: str = Field(default="offline", min_length=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return _device_pattern(v, "the presence topic")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DevicePresenceConfig:
+        if self.online == self.offline:
+            raise ValueError("online and offline must differ")
+        return self
+
+
+class DevicePartitionConfig(BaseModel):
+    """``devices.partition``: this replica's share of the devices (stable hash of the id)."""
+
+    model_config = _STRICT
+
+    index: int = Field(default=0, ge=0)
+    count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> DevicePartitionConfig:
+        if self.index >= self.count:
+            raise ValueError(f"index must be below count ({self.count}), got {self.index}")
+        return self
+
+
+class DevicesConfig(BaseModel):
+    """``devices``: every MQTT device its own Socket.IO session (off by default).
+
+    ``auth`` values are templates over ``{device}``, merged over ``socketio.auth`` into the
+    CONNECT payload of each device's session; like ``socketio.auth`` they are secrets (hidden
+    in ``repr`` and in :func:`redacted_dump`).
+    """
+
+    model_config = _STRICT
+
+    enabled: bool = False
+    topic: str | None = None
+    namespace: str = "/devices"
+    auth: dict[str, Secret[Any]] = Field(default_factory=lambda: {_DEVICE: Secret("{device}")})
+    presence: DevicePresenceConfig = Field(default_factory=lambda: DevicePresenceConfig())
+    open_on: Literal["presence", "message"] = "presence"
+    idle_timeout: float = Field(default=0.0, ge=0)
+    max_sessions: int = Field(default=10_000, ge=1)
+    connect_rate: float = Field(default=500.0, gt=0)
+    partition: DevicePartitionConfig = Field(default_factory=lambda: DevicePartitionConfig())
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        return None if v is None else _device_pattern(v, "devices.topic")
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return _check_namespace(v)
+
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, v: dict[str, Secret[Any]]) -> dict[str, Secret[Any]]:
+        for key, secret in v.items():
+            value = secret.get_secret_value()
+            if not isinstance(value, str):
+                continue
+            try:
+                tpl = Template(value)
+            except TemplateError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+            for ph in tpl.placeholders:
+                if ph.name != _DEVICE or ph.arg_index is not None:
+                    raise ValueError(f"{key}: unknown placeholder {ph.text}; only {{device}}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_topic(self) -> DevicesConfig:
+        if self.enabled and self.topic is None:
+            raise ValueError(
+                "devices.topic: devices.enabled needs devices.topic (the pattern whose "
+                "{device} capture names the device of a message, e.g. 'devices/{device}/#')"
+            )
+        return self
+
+
+def device_auth(cfg: GatewayConfig, device: str) -> dict[str, Any]:
+    """The CONNECT payload of ``device``'s session: ``devices.auth`` rendered for the device,
+    merged over ``socketio.auth`` (plain values: never log the result)."""
+    payload = cfg.socketio.auth_payload()
+    for key, secret in cfg.devices.auth.items():
+        value = secret.get_secret_value()
+        if isinstance(value, str):
+            value = Template(value).render({_DEVICE: device})
+        payload[key] = value
+    return payload
+
+
+# --------------------------------------------------------------------------------------------
 # routes
 # --------------------------------------------------------------------------------------------
 
@@ -429,6 +560,9 @@ class _RouteConfig(BaseModel):
     namespace: str = "/"
     qos: int = Field(default=1, ge=0, le=2)
     ack_timeout: float = Field(default=5.0, gt=0)
+    #: ``device``: the route uses each device's own session (``devices``), on
+    #: ``devices.namespace``; ``shared``: the gateway's one session
+    session: Literal["shared", "device"] = "shared"
 
     @field_validator("namespace")
     @classmethod
@@ -464,10 +598,10 @@ class SocketioToMqttRouteConfig(_RouteConfig):
             raise ValueError(str(exc)) from None
         _check_publish_literal(tpl)
         for ph in tpl.placeholders:
-            if ph.arg_index is None and ph.name not in _SIO_TOPIC_NAMES:
+            if ph.arg_index is None and ph.name not in _SIO_TOPIC_NAMES | {_DEVICE}:
                 raise ValueError(
-                    f"unknown placeholder {ph.text}; use {{event}}, {{namespace}}, {{argN}} "
-                    f"or {{argN.key}}"
+                    f"unknown placeholder {ph.text}; use {{event}}, {{namespace}}, {{argN}}, "
+                    f"{{argN.key}} or (session: device) {{device}}"
                 )
         return v
 
@@ -611,6 +745,7 @@ class GatewayConfig(BaseSettings):
     queues: QueuesConfig = Field(default_factory=lambda: QueuesConfig())
     outbox: OutboxConfig = Field(default_factory=lambda: OutboxConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+    devices: DevicesConfig = Field(default_factory=lambda: DevicesConfig())
 
     @classmethod
     def settings_customise_sources(
@@ -651,7 +786,47 @@ class GatewayConfig(BaseSettings):
                         f"socketio_to_mqtt[{i}].reply_envelope: 'never' needs mqtt.protocol 5 "
                         f"(MQTT 3.1.1 has no properties: the device would get no reply address)"
                     )
+        self._device_routes()
         return self
+
+    def _device_routes(self) -> None:
+        """``session: device`` routes need ``devices.enabled``, run on ``devices.namespace`` and
+        name their device: an inbound topic captures ``{device}``; ``{device}`` in an outbound
+        topic is only known on a device's session."""
+        dcfg = self.devices
+        sections: list[
+            tuple[str, Sequence[MqttToSocketioRouteConfig | SocketioToMqttRouteConfig]]
+        ] = [
+            ("mqtt_to_socketio", self.mqtt_to_socketio),
+            ("socketio_to_mqtt", self.socketio_to_mqtt),
+        ]
+        for section, routes in sections:
+            for i, route in enumerate(routes):
+                key = f"{section}[{i}]"
+                if route.session == "shared":
+                    if isinstance(route, SocketioToMqttRouteConfig) and (
+                        _DEVICE in Template(route.topic).names
+                    ):
+                        raise ValueError(
+                            f"{key}.topic: {{device}} needs session: device (a shared "
+                            "session has no device)"
+                        )
+                    continue
+                if not dcfg.enabled:
+                    raise ValueError(f"{key}.session: 'device' needs devices.enabled: true")
+                if "namespace" not in route.model_fields_set:
+                    route.namespace = dcfg.namespace
+                elif route.namespace != dcfg.namespace:
+                    raise ValueError(
+                        f"{key}.namespace: a session: device route runs on devices.namespace "
+                        f"({dcfg.namespace!r}), not {route.namespace!r}"
+                    )
+                if isinstance(route, MqttToSocketioRouteConfig):
+                    if _DEVICE not in TopicPattern(route.topic).names:
+                        raise ValueError(
+                            f"{key}.topic: a session: device route's topic must capture "
+                            f"{{device}} (got {route.topic!r})"
+                        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -700,7 +875,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> list[str]:
         msg = str(err["msg"])
         if err["type"] == "value_error" and msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if msg.startswith("mqtt_to_socketio[") or msg.startswith("socketio_to_mqtt["):
+        if msg.startswith(("mqtt_to_socketio[", "socketio_to_mqtt[", "devices.")):
             # root-level messages that carry their own key path ("x[0].name: ...")
             path, _, msg = msg.partition(": ")
         else:
@@ -755,12 +930,15 @@ def config_from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Ga
 
 
 def all_namespaces(cfg: GatewayConfig) -> list[str]:
-    """``socketio.namespaces`` plus every route's namespace, deduplicated, in that order."""
+    """``socketio.namespaces`` plus every shared route's namespace, deduplicated, in that
+    order (``session: device`` routes use the devices' own sessions)."""
     seen: dict[str, None] = dict.fromkeys(cfg.socketio.namespaces)
     for r in cfg.mqtt_to_socketio:
-        seen.setdefault(r.namespace, None)
+        if r.session == "shared":
+            seen.setdefault(r.namespace, None)
     for o in cfg.socketio_to_mqtt:
-        seen.setdefault(o.namespace, None)
+        if o.session == "shared":
+            seen.setdefault(o.namespace, None)
     return list(seen)
 
 

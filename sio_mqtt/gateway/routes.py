@@ -558,6 +558,7 @@ class MqttToSocketioRoute:
         "qos",
         "reply_template",
         "retries",
+        "session",
         "spread",
         "strict_topics",
     )
@@ -579,8 +580,11 @@ class MqttToSocketioRoute:
         retries: int = 0,
         retained: Literal["deliver", "ignore"] = "ignore",
         strict_topics: bool = False,
+        session: Literal["shared", "device"] = "shared",
     ) -> None:
         self.name = name
+        #: ``device``: emitted on the session of the device its topic's ``{device}`` names
+        self.session = session
         self.pattern = pattern if isinstance(pattern, TopicPattern) else TopicPattern(pattern)
         self.event_template = event if isinstance(event, Template) else Template(event)
         self.namespace = namespace
@@ -622,6 +626,7 @@ class MqttToSocketioRoute:
             retries=rc.retries,
             retained=rc.retained,
             strict_topics=strict_topics,
+            session=rc.session,
         )
 
     def match(self, topic: str) -> dict[str, str] | None:
@@ -680,6 +685,7 @@ class SocketioToMqttRoute:
         "reply",
         "reply_envelope",
         "retain",
+        "session",
         "strict_topics",
         "topic_template",
     )
@@ -697,8 +703,11 @@ class SocketioToMqttRoute:
         reply: bool = True,
         reply_envelope: ReplyEnvelope = "auto",
         strict_topics: bool = False,
+        session: Literal["shared", "device"] = "shared",
     ) -> None:
         self.name = name
+        #: ``device``: takes events the server sends to a device's session
+        self.session = session
         self.event = event
         self._event_matches = _compile_glob(event)
         self.namespace = namespace
@@ -725,15 +734,24 @@ class SocketioToMqttRoute:
             reply=rc.reply,
             reply_envelope=rc.reply_envelope,
             strict_topics=strict_topics,
+            session=rc.session,
         )
 
-    def matches(self, namespace: str, event: str) -> bool:
-        return namespace == self.namespace and self._event_matches(event)
+    def matches(self, namespace: str, event: str, session: str = "shared") -> bool:
+        return (
+            session == self.session and namespace == self.namespace and self._event_matches(event)
+        )
 
-    def topic_for(self, namespace: str, event: str, args: Sequence[Any]) -> str:
-        """The sanitised MQTT topic; raises :class:`TemplateError` if a value is missing."""
+    def topic_for(
+        self, namespace: str, event: str, args: Sequence[Any], device: str | None = None
+    ) -> str:
+        """The sanitised MQTT topic; raises :class:`TemplateError` if a value is missing.
+        ``device``: the device whose session received the event (``{device}``)."""
+        values = {"namespace": namespace, "event": event}
+        if device is not None:
+            values["device"] = device
         return self.topic_template.render(
-            {"namespace": namespace, "event": event},
+            values,
             sanitize_topic=True,
             args=args,
             strict=self.strict_topics,
@@ -779,7 +797,7 @@ class RouteTable:
         self.inbound: tuple[MqttToSocketioRoute, ...] = tuple(inbound)
         self.outbound: tuple[SocketioToMqttRoute, ...] = tuple(outbound)
         self.shared_group = shared_group
-        self._outbound_cache: dict[tuple[str, str], tuple[SocketioToMqttRoute, ...]] = {}
+        self._outbound_cache: dict[tuple[str, str, str], tuple[SocketioToMqttRoute, ...]] = {}
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig) -> RouteTable:
@@ -803,13 +821,16 @@ class RouteTable:
                 out.append((route, captures))
         return out
 
-    def outbound_for(self, namespace: str, event: str) -> tuple[SocketioToMqttRoute, ...]:
-        """Every ``socketio_to_mqtt`` route matching (namespace, event), in order (cached)."""
-        key = (namespace, event)
+    def outbound_for(
+        self, namespace: str, event: str, session: str = "shared"
+    ) -> tuple[SocketioToMqttRoute, ...]:
+        """Every ``socketio_to_mqtt`` route matching (namespace, event) for the shared session
+        or (``session="device"``) a device's, in order (cached)."""
+        key = (namespace, event, session)
         hit = self._outbound_cache.get(key)
         if hit is not None:
             return hit
-        found = tuple(r for r in self.outbound if r.matches(namespace, event))
+        found = tuple(r for r in self.outbound if r.matches(namespace, event, session))
         if len(self._outbound_cache) >= self._CACHE_MAX:
             self._outbound_cache.clear()
         self._outbound_cache[key] = found
@@ -829,10 +850,12 @@ class RouteTable:
         return [(prefix + f, q) for f, q in best.items()]
 
     def namespaces(self) -> list[str]:
-        """Namespaces used by routes (deduplicated, in order)."""
+        """Namespaces used by shared-session routes (deduplicated, in order)."""
         seen: dict[str, None] = {}
         for r in self.inbound:
-            seen.setdefault(r.namespace, None)
+            if r.session == "shared":
+                seen.setdefault(r.namespace, None)
         for o in self.outbound:
-            seen.setdefault(o.namespace, None)
+            if o.session == "shared":
+                seen.setdefault(o.namespace, None)
         return list(seen)

@@ -136,7 +136,7 @@ def test_reference_config_lists_every_key() -> None:
     d_ref, d_def = redacted_dump(cfg), redacted_dump(defaults)
     # the one documented deviation: the shipped config turns the durable outbox on
     assert d_ref["outbox"].pop("enabled") is True and d_def["outbox"].pop("enabled") is False
-    for section in ("socketio", "mqtt", "http", "queues", "outbox", "logging"):
+    for section in ("socketio", "mqtt", "http", "queues", "outbox", "logging", "devices"):
         assert d_ref[section] == d_def[section], section
     text = (REPO / "config" / "gateway.yaml").read_text()
     for rc in (cfg.socketio_to_mqtt[0], cfg.mqtt_to_socketio[0]):
