@@ -104,6 +104,7 @@ from sio_mqtt.errors import (
     SocketIOError,
 )
 from sio_mqtt.gateway.config import GatewayConfig, SocketioConfig, _load_auth_file, all_namespaces
+from sio_mqtt.gateway.devices import DeviceSessions
 from sio_mqtt.gateway.http import HealthServer
 from sio_mqtt.gateway.metrics import MQTT_TO_SIO, SIO_TO_MQTT, GatewayMetrics
 from sio_mqtt.gateway.mqtt import MqttConnection, PublishResult, reply_properties
@@ -166,6 +167,7 @@ class _Request:
         "args",
         "attempts",
         "correlation",
+        "device",
         "event",
         "reply_topic",
         "route",
@@ -193,6 +195,8 @@ class _Request:
         self.t0 = t0
         self.attempts = 0
         self.token: _Inbound | None = None
+        #: ``session: device`` routes: the device whose own session emits it
+        self.device: str | None = None
         self.seq = next(_Request._counter)
 
 
@@ -465,6 +469,21 @@ class Gateway:
         subs = list(self.routes.subscriptions)
         if any(r.reply for r in self.routes.outbound):
             subs.append((self._reply_prefix + "+", 1))
+        #: every device its own Socket.IO session (``devices.enabled``), else None
+        self.devices: DeviceSessions | None = None
+        if config.devices.enabled:
+            self.devices = DeviceSessions(
+                config,
+                self.metrics.registry,
+                on_event=self._device_event,
+                on_change=self._device_changed,
+                report=self._device_report,
+            )
+            # this replica's own subscription (not shared): it sees every device's presence
+            # and keeps only its partition's
+            presence = self.devices.presence.subscription
+            if presence not in {f for f, _ in subs}:
+                subs.append((presence, 1))
         self.mqtt.subscribe(subs)
 
         scfg = config.socketio
@@ -585,6 +604,7 @@ class Gateway:
                 self.readiness,
                 self.metrics.registry,
                 details=self.readiness_details,
+                devices=self.devices.snapshot if self.devices is not None else None,
             )
             self.http.start()
         saved = self.outbox.open()
@@ -602,6 +622,8 @@ class Gateway:
             )
         self._worker = threading.Thread(target=self._work, name="sio-mqtt-gw-worker", daemon=True)
         self._worker.start()
+        if self.devices is not None:
+            self.devices.start()
         self.mqtt.start()
         self._connector = threading.Thread(
             target=self._connect_loop, name="sio-mqtt-gw-connector", daemon=True
@@ -662,6 +684,8 @@ class Gateway:
         if self._deadlines is not None:
             self._deadlines.stop()
         # 3. Socket.IO
+        if self.devices is not None:
+            self.devices.stop(left(0.3))
         self.mqtt.publish(self.state_topic, STATE_DISCONNECTED, qos=1, retain=True)
         try:
             self.client.disconnect()
@@ -696,6 +720,7 @@ class Gateway:
         *,
         topic: str | None = None,
         event: str | None = None,
+        device: str | None = None,
     ) -> None:
         """Count, log at WARNING and publish an error report (never with payloads/secrets)."""
         self.metrics.error(kind)
@@ -714,6 +739,8 @@ class Gateway:
             body["topic"] = topic
         if event is not None:
             body["event"] = event
+        if device is not None:
+            body["device"] = device
         body["reason"] = reason
         log.warning(
             "%s error: route %s, %s %r: %s",
@@ -781,6 +808,17 @@ class Gateway:
             if qos:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
+        devices = self.devices
+        if devices is not None:
+            devices.on_presence(topic, msg.payload)
+            device = devices.device_of(topic)
+            if device is not None:
+                if not devices.owns(device):
+                    # another replica's device: its copy of this message is handled there
+                    if qos:
+                        self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
+                    return
+                devices.traffic(device)
         matches = self.routes.inbound_for(topic)
         if msg.retain and matches:
             matches = self._skip_retained(matches, topic)
@@ -819,13 +857,25 @@ class Gateway:
                 self._report("payload", route.name, exc.reason, topic=topic)
                 self._reply_now(route, captures, event, props, "error", exc.reason)
                 continue
+            dev: str | None = None
+            if route.session == "device":
+                dev = captures["device"]
+                if devices is None or not devices.owns(dev):
+                    continue  # another replica's device
+                refusal = devices.plan_message(dev).refusal
+                if refusal is not None:
+                    self._report("device", route.name, refusal, topic=topic, device=dev)
+                    self._reply_now(route, captures, event, props, "error", refusal)
+                    continue
             if route.name in self._msg_id_routes:
                 args = [*args, {MESSAGE_ID: self._message_id(props)}]
             reply_topic: str | None = None
             correlation: bytes | None = None
             if route.ack:
                 reply_topic, correlation = self._reply_address(route, captures, event, props)
-            reqs.append(_Request(route, event, args, reply_topic, correlation, t0))
+            req = _Request(route, event, args, reply_topic, correlation, t0)
+            req.device = dev
+            reqs.append(req)
         if not reqs:  # refused / invalid: answered and reported, nothing to hand on
             if qos:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
@@ -842,7 +892,11 @@ class Gateway:
                 req.token = token
         if len(reqs) == 1 and self._queue.consumer_idle():
             req = reqs[0]
-            if self._sockets[req.route.namespace].connected:
+            if (
+                self._sockets[req.route.namespace].connected
+                if req.device is None
+                else devices is not None and devices.socket(req.device) is not None
+            ):
                 # nothing queued ahead and the namespace is up: emit right here, which saves
                 # a thread hand-off (about a third of the gateway's request latency)
                 try:
@@ -972,12 +1026,18 @@ class Gateway:
         """Hand ``req`` to the client. ``inline``: called on paho's thread with nothing queued,
         which must never wait for a connection (the worker does that, in order)."""
         route = req.route
-        sock = self._sockets[route.namespace]
+        if req.device is not None:
+            found = self._device_socket(req, inline)
+            if found is None:
+                return
+            sock = found
+        else:
+            sock = self._sockets[route.namespace]
         if inline:
             if not sock.connected or self._queue.has_retries():
                 self._queue.put(req)
                 return
-        elif not self._hold(sock, req):
+        elif req.device is None and not self._hold(sock, req):
             return
         if self._queue.has_retries():
             # the connection was lost while this request waited: the requests lost with it
@@ -1016,6 +1076,59 @@ class Gateway:
         self.metrics.message(MQTT_TO_SIO, route.name)
         self._inflight.add(future)
         future.add_done_callback(lambda fut: self._ack_done(req, fut))
+
+    def _device_socket(self, req: _Request, inline: bool) -> Socket | None:
+        """The connected socket of ``req``'s device; the worker waits for a session being
+        opened (in order, up to ``socketio.connect_timeout``). None: queued (inline), held at
+        stop, or refused (reported, answered, acknowledged)."""
+        devices = self.devices
+        device = req.device
+        assert devices is not None and device is not None
+        sock = devices.socket(device)
+        if sock is not None:
+            return sock
+        if inline:
+            self._queue.put(req)
+            return None
+        deadline = time.monotonic() + self.config.socketio.connect_timeout
+        with self._sio_cond:
+            while True:
+                sock = devices.socket(device)
+                if sock is not None:
+                    return sock
+                if self._stopping:
+                    self._held_at_stop.append(req)
+                    return None
+                if not devices.waitable(device) or time.monotonic() >= deadline:
+                    break
+                self._sio_cond.wait(0.2)
+        state = devices.state(device)
+        reason = f"no session (device {device}: {state.value if state else 'unknown'})"
+        self._report("device", req.route.name, reason, event=req.event, device=device)
+        self._finish_request(req, "unavailable", error=reason)
+        self._handed_on(req)
+        return None
+
+    def _device_changed(self) -> None:
+        """A device session connected or went away: wake the worker waiting for one."""
+        with self._sio_cond:
+            self._sio_cond.notify_all()
+
+    def _device_report(self, device: str, kind: str, reason: str) -> None:
+        self._report(kind, None, f"device {device}: {reason}", device=device)
+
+    def _device_event(
+        self, device: str, event: str, ack: Callable[..., None] | None, args: tuple[Any, ...]
+    ) -> None:
+        """The server sent ``event`` to ``device``'s socket (that client's dispatcher)."""
+        assert self.devices is not None
+        ns = self.devices.namespace
+        routes = self.routes.outbound_for(ns, event, "device")
+        if not routes:
+            if ack is not None:
+                ack()
+            return
+        self._sio_event(ns, event, ack, args, routes, device=device)
 
     def _refuse_too_large(self, req: _Request, exc: PayloadTooLargeError) -> None:
         """The server would drop the whole connection over this message: refuse it alone
@@ -1134,6 +1247,7 @@ class Gateway:
         ack: Callable[..., None] | None,
         args: tuple[Any, ...],
         routes: tuple[SocketioToMqttRoute, ...],
+        device: str | None = None,
     ) -> None:
         if self._stopping:
             self.metrics.drop(SIO_TO_MQTT, "stopping")
@@ -1145,7 +1259,7 @@ class Gateway:
         add = self.outbox.add
         for route in routes:
             try:
-                topic = route.topic_for(ns, event, args)
+                topic = route.topic_for(ns, event, args, device)
             except TemplateError as exc:
                 self._report("template", route.name, str(exc), event=event)
                 continue

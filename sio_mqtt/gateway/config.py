@@ -821,12 +821,14 @@ class GatewayConfig(BaseSettings):
                         f"{key}.namespace: a session: device route runs on devices.namespace "
                         f"({dcfg.namespace!r}), not {route.namespace!r}"
                     )
-                if isinstance(route, MqttToSocketioRouteConfig):
-                    if _DEVICE not in TopicPattern(route.topic).names:
-                        raise ValueError(
-                            f"{key}.topic: a session: device route's topic must capture "
-                            f"{{device}} (got {route.topic!r})"
-                        )
+                if (
+                    isinstance(route, MqttToSocketioRouteConfig)
+                    and _DEVICE not in TopicPattern(route.topic).names
+                ):
+                    raise ValueError(
+                        f"{key}.topic: a session: device route's topic must capture "
+                        f"{{device}} (got {route.topic!r})"
+                    )
 
 
 # --------------------------------------------------------------------------------------------

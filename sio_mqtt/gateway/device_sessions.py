@@ -218,6 +218,13 @@ class DeviceTable:
         self._set(entry, DeviceState.CONNECTING, now)
         return True
 
+    def lost(self, device: str, now: float) -> None:
+        """The connection dropped (not the server's choice): the client reconnects by itself."""
+        entry = self._entries.get(device)
+        if entry is not None and entry.state is DeviceState.CONNECTED:
+            self._set(entry, DeviceState.CONNECTING, now)
+            entry.sid = None
+
     def server_closed(self, device: str, now: float) -> None:
         """``io server disconnect``: reopened only by the next ``online`` or message."""
         entry = self._entries.get(device)

@@ -11,7 +11,9 @@ a free port, available afterwards as :attr:`HealthServer.port`.
   ``"subscriptions": false`` and ``"refused_subscriptions": [{"filter": ..., "reason": ...}]``
   while the broker refuses a route's filter (``"shared_subscriptions": false`` while shared
   subscriptions are not confirmed);
-* ``/metrics``: the gateway's Prometheus registry in the text exposition format.
+* ``/metrics``: the gateway's Prometheus registry in the text exposition format;
+* ``/devices`` (with ``devices.enabled``): ``{"devices": [{"device", "state", "sid", "since"}]}``,
+  one row per device session of this replica (``since``: Unix time of the last state change).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class _Handler(BaseHTTPRequestHandler):
             ready = all(sides.values())
             details = self.server.details() if self.server.details is not None else {}
             self._send_json(200 if ready else 503, {"ready": ready, **sides, **details})
+        elif path == "/devices" and self.server.devices is not None:
+            self._send_json(200, {"devices": self.server.devices()})
         elif path == "/metrics":
             body = generate_latest(self.server.registry)
             self._send(200, CONTENT_TYPE_LATEST, body)
@@ -72,6 +76,7 @@ class _Server(ThreadingHTTPServer):
     readiness: ReadinessFn
     registry: CollectorRegistry
     details: DetailsFn | None
+    devices: Callable[[], Any] | None
 
 
 class HealthServer:
@@ -84,10 +89,12 @@ class HealthServer:
         readiness: ReadinessFn,
         registry: CollectorRegistry,
         details: DetailsFn | None = None,
+        devices: Callable[[], Any] | None = None,
     ) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.readiness = readiness
         self._server.details = details
+        self._server.devices = devices
         self._server.registry = registry
         self.host = host
         self.port: int = int(self._server.server_address[1])

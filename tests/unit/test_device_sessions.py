@@ -211,3 +211,13 @@ def test_random_histories_keep_the_invariants(
         assert sum(counts.values()) == len(list(t.views()))
         for view in t.views():
             assert (view.sid is not None) == (view.state is DeviceState.CONNECTED)
+
+
+def test_lost_connection_is_connecting_again_and_keeps_messages_flowing() -> None:
+    table = DeviceTable(SessionPolicy(open_on="presence"))
+    table.online("d1", 0.0)
+    table.connected("d1", "sid1", 0.1)
+    table.lost("d1", 1.0)
+    assert table.state("d1") is DeviceState.CONNECTING
+    assert table.message("d1", 1.1) == []  # waits for the client's own reconnection
+    assert table.online("d1", 1.2) == []

@@ -485,3 +485,112 @@ function setupFaults(nsp) {
 }
 setupFaults(io.of("/"));
 setupFaults(io.of("/chat"));
+
+// ---------------------------------------------------------------------------
+// Device sessions (gateway devices.enabled): namespace "/devices", one socket per MQTT device.
+// Its auth middleware accepts a device (handshake auth {device}) unless it was denied, or its id
+// contains "intruder" and it was not allowed: refused with Error("unknown device <id>").
+// Control events on "/" (the test's own client):
+//   devices_list(prefix, cb)        cb([{device, id, rooms}]) of connected device sockets
+//   devices_log(prefix, cb)         cb([{device, type: "connect"|"disconnect"|"refused", reason}])
+//   devices_allow(device, cb) / devices_deny(device, cb)
+//   devices_join({device, room}, cb)
+//   devices_emit({device | room, event, args, ack}, cb)  emit to one socket (io.to(socket.id))
+//                                   or a room; ack: cb(the device's ack args), else cb(true)
+//   devices_broadcast({event, args}, cb)   emit to the whole namespace
+//   devices_disconnect(device, cb)  socket.disconnect() ("io server disconnect" on the client)
+//   devices_events(prefix, cb)      cb([{device, event, args}]) events the devices emitted
+// A device's own events are recorded and acked with {device, event, args}.
+// ---------------------------------------------------------------------------
+const devicesNsp = io.of("/devices");
+const deviceAllowed = new Set();
+const deviceDenied = new Set();
+const deviceLog = [];
+const deviceEvents = [];
+function devicesOf(prefix) {
+  const out = [];
+  for (const [id, sock] of devicesNsp.sockets) {
+    const d = sock.data.device;
+    if (!prefix || d.startsWith(prefix)) out.push({ device: d, id, rooms: [...sock.rooms].filter((r) => r !== id) });
+  }
+  return out;
+}
+function deviceSocket(device) {
+  for (const sock of devicesNsp.sockets.values()) if (sock.data.device === device) return sock;
+  return null;
+}
+devicesNsp.use((socket, next) => {
+  const auth = socket.handshake.auth || {};
+  const d = typeof auth.device === "string" ? auth.device : "";
+  const known = d && !deviceDenied.has(d) && (!d.includes("intruder") || deviceAllowed.has(d));
+  if (known) {
+    socket.data.device = d;
+    return next();
+  }
+  deviceLog.push({ device: d, type: "refused", reason: "unknown device" });
+  next(new Error(`unknown device ${d}`));
+});
+devicesNsp.on("connection", (socket) => {
+  const d = socket.data.device;
+  deviceLog.push({ device: d, type: "connect", reason: null, token: (socket.handshake.auth || {}).token || null });
+  socket.on("disconnect", (reason) => deviceLog.push({ device: d, type: "disconnect", reason }));
+  socket.onAny((event, ...args) => {
+    const cb = isFn(args[args.length - 1]) ? args.pop() : null;
+    deviceEvents.push({ device: d, event, args });
+    if (deviceEvents.length > 100000) deviceEvents.shift();
+    if (cb) cb({ device: d, event, args });
+  });
+});
+function setupDeviceControl(nsp) {
+  nsp.on("connection", (socket) => {
+    const filt = (list, prefix) => list.filter((e) => !prefix || (e.device || "").startsWith(prefix));
+    socket.on("devices_list", (prefix, cb) => isFn(cb) && cb(devicesOf(prefix)));
+    socket.on("devices_log", (prefix, cb) => isFn(cb) && cb(filt(deviceLog, prefix)));
+    socket.on("devices_events", (prefix, cb) => isFn(cb) && cb(filt(deviceEvents, prefix)));
+    socket.on("devices_allow", (d, cb) => {
+      deviceAllowed.add(d);
+      deviceDenied.delete(d);
+      if (isFn(cb)) cb(true);
+    });
+    socket.on("devices_deny", (d, cb) => {
+      deviceDenied.add(d);
+      if (isFn(cb)) cb(true);
+    });
+    socket.on("devices_join", (spec, cb) => {
+      const sock = deviceSocket(spec.device);
+      if (sock) sock.join(spec.room);
+      if (isFn(cb)) cb(!!sock);
+    });
+    socket.on("devices_emit", (spec, cb) => {
+      const args = Array.isArray(spec.args) ? spec.args : [];
+      if (spec.room) {
+        devicesNsp.to(spec.room).emit(spec.event, ...args);
+        if (isFn(cb)) cb(true);
+        return;
+      }
+      const sock = deviceSocket(spec.device);
+      if (!sock) {
+        if (isFn(cb)) cb({ error: "no such device" });
+        return;
+      }
+      if (spec.ack) {
+        sock.timeout(spec.timeout || 5000).emit(spec.event, ...args, (err, ...res) => {
+          if (isFn(cb)) cb(err ? { error: String(err.message || err) } : { res });
+        });
+      } else {
+        devicesNsp.to(sock.id).emit(spec.event, ...args);
+        if (isFn(cb)) cb(true);
+      }
+    });
+    socket.on("devices_broadcast", (spec, cb) => {
+      devicesNsp.emit(spec.event, ...(Array.isArray(spec.args) ? spec.args : []));
+      if (isFn(cb)) cb(true);
+    });
+    socket.on("devices_disconnect", (d, cb) => {
+      const sock = deviceSocket(d);
+      if (sock) sock.disconnect();
+      if (isFn(cb)) cb(!!sock);
+    });
+  });
+}
+setupDeviceControl(io.of("/"));
