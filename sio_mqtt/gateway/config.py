@@ -490,7 +490,7 @@ class DevicesConfig(BaseModel):
     @field_validator("topic")
     @classmethod
     def _topic(cls, v: str | None) -> str | None:
-        return None if v is None else _device_pattern(v, "devices.topic")
+        return None if v is None else _device_pattern(v, "the pattern")
 
     @field_validator("namespace")
     @classmethod
@@ -867,6 +867,10 @@ def _env_source(loc: tuple[int | str, ...], environ: Mapping[str, str]) -> str |
         name = env_var_name(tuple(strs[:n]))
         if name in upper:
             return name
+        if n == len(strs):  # an error of a whole section: one of its keys came from there
+            below = sorted(k for k in upper if k.startswith(name + ENV_NESTED_DELIMITER))
+            if below:
+                return below[0]
     return None
 
 
