@@ -8,7 +8,8 @@ Threads (no thread per message):
   waits for an ack: the ack future's callback publishes the reply, so many requests are in flight;
 * the Socket.IO client's dispatcher runs :meth:`Gateway._sio_event` (Socket.IO -> MQTT) and
   publishes through paho directly (paho's publish is thread-safe and never blocks);
-* one deadline thread times out server ack requests that wait for a device's reply;
+* server ack requests waiting for a device's reply time out on the Socket.IO client's loop
+  timers (:mod:`sio_mqtt.gateway.replies`);
 * a connector thread (re)connects Socket.IO namespaces the client will not reconnect by itself
   (the server unreachable at start, a server-side disconnect, a refused namespace).
 
@@ -78,9 +79,6 @@ the Last Will); ``{base_topic}/socketio/state`` is ``connected`` (every namespac
 
 from __future__ import annotations
 
-import bisect
-import collections
-import heapq
 import itertools
 import json
 import logging
@@ -106,17 +104,27 @@ from sio_mqtt.errors import (
 from sio_mqtt.gateway.config import GatewayConfig, SocketioConfig, _load_auth_file, all_namespaces
 from sio_mqtt.gateway.devices import DeviceSessions
 from sio_mqtt.gateway.http import HealthServer
+from sio_mqtt.gateway.inbound import (
+    MESSAGE_ID,
+    Emit,
+    Inbound,
+    Request,
+    RequestQueue,
+    plan_message,
+    publisher_message_id,
+    reply_address,
+)
 from sio_mqtt.gateway.metrics import MQTT_TO_SIO, SIO_TO_MQTT, GatewayMetrics
 from sio_mqtt.gateway.mqtt import MqttConnection, PublishResult, reply_properties
+from sio_mqtt.gateway.outbound import AskDevice, Publish, plan_event
 from sio_mqtt.gateway.outbox import Outbox, OutMessage
+from sio_mqtt.gateway.replies import ServerRequests
 from sio_mqtt.gateway.routes import (
     MqttToSocketioRoute,
     PayloadError,
     RouteRefused,
     RouteTable,
     SocketioToMqttRoute,
-    TemplateError,
-    decode_mqtt_payload,
     encode_mqtt_payload,
 )
 from sio_mqtt.socketio.backoff import backoff_delay
@@ -135,224 +143,13 @@ _SERVER_DISCONNECT = "io server disconnect"
 _RATE_LIMITED = frozenset(
     {"publish", "queue_full", "buffer_full", "outbox_full", "too_large", "publish_refused"}
 )
-#: the MQTT 5 user property carrying a forwarded message's id (and the key of the id argument
-#: appended to Socket.IO events of routes with ``message_id: true``)
-MESSAGE_ID = "sio-mqtt-id"
 #: paho queue room kept for replies, status and error reports beyond the outbox's window
 _PAHO_RESERVE = 1000
-_RECOVERY_KEY = "\x00recovery"
 
 
 # ------------------------------------------------------------------------------------------------
 # small building blocks
 # ------------------------------------------------------------------------------------------------
-
-
-class _Inbound:
-    """An incoming QoS 1/2 MQTT message: acknowledged once all its requests were handed on."""
-
-    __slots__ = ("gen", "mid", "pending", "qos")
-
-    def __init__(self, mid: int, qos: int, gen: int) -> None:
-        self.mid = mid
-        self.qos = qos
-        self.gen = gen
-        self.pending = 0
-
-
-class _Request:
-    """One MQTT message on its way to Socket.IO (one per matching route)."""
-
-    __slots__ = (
-        "args",
-        "attempts",
-        "correlation",
-        "device",
-        "event",
-        "reply_topic",
-        "route",
-        "seq",
-        "t0",
-        "token",
-    )
-
-    _counter = itertools.count()  # arrival order (paho's thread makes every request)
-
-    def __init__(
-        self,
-        route: MqttToSocketioRoute,
-        event: str,
-        args: list[Any],
-        reply_topic: str | None,
-        correlation: bytes | None,
-        t0: float,
-    ) -> None:
-        self.route = route
-        self.event = event
-        self.args = args
-        self.reply_topic = reply_topic
-        self.correlation = correlation
-        self.t0 = t0
-        self.attempts = 0
-        self.token: _Inbound | None = None
-        #: ``session: device`` routes: the device whose own session emits it
-        self.device: str | None = None
-        self.seq = next(_Request._counter)
-
-
-class _ServerAck:
-    """A server ack request waiting for a device's MQTT reply."""
-
-    __slots__ = ("ack", "route", "t0", "timeout")
-
-    def __init__(
-        self, ack: Callable[..., None], route: SocketioToMqttRoute, t0: float, timeout: float
-    ) -> None:
-        self.ack = ack
-        self.route = route
-        self.t0 = t0
-        self.timeout = timeout
-
-
-def _arrival(req: _Request) -> int:
-    return req.seq
-
-
-class _BoundedQueue:
-    """A bounded FIFO for one consumer that takes everything queued at once (one lock round trip
-    per batch instead of per item). ``put`` waits while the queue is full (back-pressure on the
-    producer: paho's network thread); ``requeue`` (requests to emit again after a lost
-    connection) goes first and ignores the bound (those are already counted in flight)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: collections.deque[_Request] = collections.deque()
-        self._again: collections.deque[_Request] = collections.deque()
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        self._not_full = threading.Condition(lock)
-        self._waiting = False
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._items) + len(self._again)
-
-    def put(self, item: _Request) -> bool:
-        """Queue ``item``, waiting for room; False once the queue is closed."""
-        with self._cond:
-            while len(self._items) >= self.maxsize and not self._closed:
-                self._not_full.wait(0.5)
-            if self._closed:
-                return False
-            self._items.append(item)
-            if self._waiting:
-                self._cond.notify()
-        return True
-
-    def has_retries(self) -> bool:
-        return bool(self._again)
-
-    def push_front(self, items: list[_Request]) -> None:
-        """Put items taken earlier back at the head of the queue, merged with the retries in
-        arrival order (retries may keep arriving while the worker holds a batch)."""
-        with self._cond:
-            merged = sorted([*self._again, *items], key=_arrival)
-            self._again.clear()
-            self._again.extend(merged)
-
-    def consumer_idle(self) -> bool:
-        """True when the consumer waits with nothing queued: the producer may then hand an item
-        on itself without overtaking anything (it is the only producer of new items)."""
-        with self._cond:
-            return self._waiting and not self._items and not self._again and not self._closed
-
-    def requeue(self, item: _Request) -> bool:
-        """Queue ``item`` to go out again before everything else, in arrival order: requests
-        lost with a connection are requeued from several threads at once (the reader cancels
-        the in-flight ones while the worker's own emit fails)."""
-        with self._cond:
-            if self._closed:
-                return False
-            again = self._again
-            if not again or again[-1].seq < item.seq:
-                again.append(item)
-            else:
-                position = bisect.bisect_left([r.seq for r in again], item.seq)
-                again.insert(position, item)
-            if self._waiting:
-                self._cond.notify()
-        return True
-
-    def take_all(self) -> list[_Request] | None:
-        """Everything queued (waiting for at least one item); None once closed and empty."""
-        with self._cond:
-            while not self._items and not self._again:
-                if self._closed:
-                    return None
-                self._waiting = True
-                self._cond.wait()
-                self._waiting = False
-            items = list(self._again)
-            self._again.clear()
-            items.extend(self._items)
-            self._items.clear()
-            self._not_full.notify_all()
-            return items
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def drain(self) -> list[_Request]:
-        with self._cond:
-            items = list(self._again) + list(self._items)
-            self._again.clear()
-            self._items.clear()
-            return items
-
-
-class _Deadlines:
-    """One thread for every server-ack deadline (instead of a timer per request)."""
-
-    def __init__(self, expired: Callable[[str], None]) -> None:
-        self._expired = expired
-        self._heap: list[tuple[float, str]] = []
-        self._cond = threading.Condition(threading.Lock())
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="sio-mqtt-gw-deadlines", daemon=True)
-        self._thread.start()
-
-    def add(self, deadline: float, key: str) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (deadline, key))
-            if self._heap[0][1] == key:
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    if self._heap:
-                        delay = self._heap[0][0] - time.monotonic()
-                        if delay <= 0:
-                            _, key = heapq.heappop(self._heap)
-                            break
-                        self._cond.wait(delay)
-                    else:
-                        self._cond.wait()
-            try:
-                self._expired(key)
-            except Exception:
-                log.exception("deadline handler failed")
-
-    def stop(self, timeout: float = 1.0) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
 
 
 def _ack_args(value: Any) -> list[Any]:
@@ -388,15 +185,6 @@ def _auth_source(scfg: SocketioConfig) -> Callable[[], dict[str, Any]] | dict[st
     return auth
 
 
-def _text(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 # ------------------------------------------------------------------------------------------------
 # the gateway
 # ------------------------------------------------------------------------------------------------
@@ -424,7 +212,6 @@ class Gateway:
         self.state_topic = f"{base}/socketio/state"
         self._instance = uuid.uuid4().hex[:12]
         self._reply_prefix = f"{base}/reply/{self._instance}/"
-        self._corr_ids = itertools.count(1)
 
         window = config.queues.socketio_to_mqtt
         self.outbox = Outbox(
@@ -457,7 +244,11 @@ class Gateway:
         self._session_persists = not mcfg.clean_start and (
             mcfg.protocol != 5 or mcfg.session_expiry > 0
         )
-        self._msg_id_routes = frozenset(r.name for r in config.mqtt_to_socketio if r.message_id)
+        self._msg_id_routes = frozenset(
+            rc.name or f"mqtt_to_socketio[{i}]"
+            for i, rc in enumerate(config.mqtt_to_socketio)
+            if rc.message_id
+        )
         self._msg_ids = itertools.count(1)
         self._token_lock = threading.Lock()
         # signalled when messages are acknowledged: caps the messages taken from the broker and
@@ -514,13 +305,13 @@ class Gateway:
             self._sockets[ns] = sock
             self._bind_socket(ns, sock)
 
-        self._queue = _BoundedQueue(config.queues.mqtt_to_socketio)
+        self._queue = RequestQueue(config.queues.mqtt_to_socketio)
         #: the worker waits here while the namespace of the next message is not connected
         self._sio_cond = threading.Condition(threading.Lock())
         #: plain emits that went to the client's offline buffer (the connection dropped during
         #: emit): handed on when the namespace connects again (the buffer is flushed first)
-        self._unconfirmed: dict[str, list[_Request]] = {}
-        self._held_at_stop: list[_Request] = []
+        self._unconfirmed: dict[str, list[Request]] = {}
+        self._held_at_stop: list[Request] = []
         self._recovery_candidate: dict[str, tuple[str, str | None]] | None = None
         self._recovery_last: dict[str, tuple[str, str | None]] | None = None
         self._probe_pending = False
@@ -530,7 +321,15 @@ class Gateway:
             registry=self.metrics.registry,
         )
         self._inflight: set[Future[Any]] = set()
-        self._server_acks: dict[str, _ServerAck] = {}
+        #: server ack requests waiting for a device's reply (deadlines: the client's loop timers)
+        self._server_requests = ServerRequests(
+            self._reply_prefix,
+            v5=self._v5,
+            outbox=self.outbox,
+            metrics=self.metrics,
+            report=self._report,
+            schedule=self.client.manager.call_later,
+        )
         self._sio_connected: set[str] = set()
         self._sio_ever_ready = False
         self._sio_lock = threading.Lock()
@@ -544,11 +343,11 @@ class Gateway:
         self._stop_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._connector: threading.Thread | None = None
-        self._deadlines: _Deadlines | None = None
+        self._recovery_timer: Any = None
         self.http: HealthServer | None = None
 
         self.metrics.track_queue(MQTT_TO_SIO, lambda: len(self._queue))
-        self.metrics.track_queue("pending_requests", lambda: len(self._server_acks))
+        self.metrics.track_queue("pending_requests", lambda: len(self._server_requests))
         self.metrics.track_queue(
             "socketio_offline_buffer", lambda: sum(s.buffered for s in self._sockets.values())
         )
@@ -615,11 +414,8 @@ class Gateway:
                     log.info("Socket.IO: asking to recover namespace %s (session %s)", ns, pid)
                     sock.restore_recovery_state(pid, offset)
             self._recovery_last = {ns: st for ns, st in saved.items() if ns in self._sockets}
-        self._deadlines = _Deadlines(self._server_ack_expired)
         if self.config.outbox.enabled and self.config.outbox.recovery:
-            self._deadlines.add(
-                time.monotonic() + self.config.outbox.recovery_interval, _RECOVERY_KEY
-            )
+            self._schedule_recovery()
         self._worker = threading.Thread(target=self._work, name="sio-mqtt-gw-worker", daemon=True)
         self._worker.start()
         if self.devices is not None:
@@ -677,12 +473,9 @@ class Gateway:
         if inflight:
             wait_futures(inflight, timeout=left(0.5))
         # 2. server ack requests still waiting for a device
-        for key in list(self._server_acks):
-            pending = self._server_acks.pop(key, None)
-            if pending is not None:
-                self._answer_server_ack(pending, "unavailable", "the gateway is shutting down")
-        if self._deadlines is not None:
-            self._deadlines.stop()
+        self._server_requests.fail_all("unavailable", "the gateway is shutting down")
+        if self._recovery_timer is not None:
+            self._recovery_timer.cancel()
         # 3. Socket.IO
         if self.devices is not None:
             self.devices.stop(left(0.3))
@@ -804,7 +597,9 @@ class Gateway:
         topic = msg.topic
         qos = msg.qos
         if topic.startswith(self._reply_prefix):
-            self._on_device_reply(msg, topic)
+            self._server_requests.on_reply(
+                bytes(msg.payload), msg.properties if self._v5 else None, topic
+            )
             if qos:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
@@ -843,37 +638,25 @@ class Gateway:
                 )
             return
         t0 = time.perf_counter()
-        reqs: list[_Request] = []
-        for route, captures in matches:
-            try:
-                event = route.event_for(captures)
-            except RouteRefused as exc:
-                self._report("refused", route.name, exc.reason, topic=topic)
-                self._reply_now(route, captures, None, props, "error", exc.reason)
+        reqs: list[Request] = []
+        for step in plan_message(
+            matches, bytes(payload), props, self._message_id, self._msg_id_routes
+        ):
+            route = step.route
+            if not isinstance(step, Emit):
+                self._report(step.kind, route.name, step.reason, topic=topic)
+                self._reply_refusal(route, step.reply_topic, step.correlation, step.reason)
                 continue
-            try:
-                args = route.args_for(bytes(payload))
-            except PayloadError as exc:
-                self._report("payload", route.name, exc.reason, topic=topic)
-                self._reply_now(route, captures, event, props, "error", exc.reason)
-                continue
-            dev: str | None = None
-            if route.session == "device":
-                dev = captures["device"]
+            dev = step.device
+            if dev is not None:
                 if devices is None or not devices.owns(dev):
                     continue  # another replica's device
                 refusal = devices.plan_message(dev).refusal
                 if refusal is not None:
                     self._report("device", route.name, refusal, topic=topic, device=dev)
-                    self._reply_now(route, captures, event, props, "error", refusal)
+                    self._reply_refusal(route, step.reply_topic, step.correlation, refusal)
                     continue
-            if route.name in self._msg_id_routes:
-                args = [*args, {MESSAGE_ID: self._message_id(props)}]
-            reply_topic: str | None = None
-            correlation: bytes | None = None
-            if route.ack:
-                reply_topic, correlation = self._reply_address(route, captures, event, props)
-            req = _Request(route, event, args, reply_topic, correlation, t0)
+            req = Request(route, step.event, step.args, step.reply_topic, step.correlation, t0)
             req.device = dev
             reqs.append(req)
         if not reqs:  # refused / invalid: answered and reported, nothing to hand on
@@ -881,7 +664,7 @@ class Gateway:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
         if qos:
-            token = _Inbound(msg.mid, qos, self.mqtt.connects)
+            token = Inbound(msg.mid, qos, self.mqtt.connects)
             token.pending = len(reqs)
             with self._unacked_cond:
                 # back-pressure: paho's thread waits here, so it stops reading from the broker
@@ -932,13 +715,9 @@ class Gateway:
 
     def _message_id(self, props: Any) -> str:
         """The publisher's ``sio-mqtt-id`` user property (MQTT 5), else a new unique id."""
-        if props is not None:
-            for key, value in getattr(props, "UserProperty", None) or ():
-                if key == MESSAGE_ID:
-                    return str(value)
-        return f"{self._instance}-{next(self._msg_ids)}"
+        return publisher_message_id(props) or f"{self._instance}-{next(self._msg_ids)}"
 
-    def _handed_on(self, req: _Request, now: bool = False) -> None:
+    def _handed_on(self, req: Request, now: bool = False) -> None:
         """``req`` reached its final state: acknowledge its MQTT message once all its requests
         did (any thread; ``now``: written by this thread, see ``MqttConnection.ack``)."""
         token = req.token
@@ -954,25 +733,6 @@ class Gateway:
                 self._unacked_cond.notify()
         self.mqtt.ack(token.mid, token.qos, token.gen, now=now)
 
-    def _reply_address(
-        self,
-        route: MqttToSocketioRoute,
-        captures: Mapping[str, str],
-        event: str | None,
-        props: Any,
-    ) -> tuple[str | None, bytes | None]:
-        """The request's v5 Response Topic + Correlation Data, else the route's reply_topic."""
-        correlation: bytes | None = None
-        if props is not None:
-            response_topic = getattr(props, "ResponseTopic", None)
-            correlation = getattr(props, "CorrelationData", None)
-            if response_topic:
-                return str(response_topic), correlation
-        try:
-            return route.reply_topic_for(captures, event), correlation
-        except TemplateError:
-            return None, correlation
-
     def _reply_now(
         self,
         route: MqttToSocketioRoute,
@@ -984,10 +744,20 @@ class Gateway:
     ) -> None:
         if not route.ack:
             return
-        topic, correlation = self._reply_address(route, captures, event, props)
+        topic, correlation = reply_address(route, captures, event, props)
         if topic is not None:
             self._publish_reply(topic, correlation, route.qos, status, None, error)
         self.metrics.ack(MQTT_TO_SIO, route.name, status)
+
+    def _reply_refusal(
+        self, route: MqttToSocketioRoute, topic: str | None, correlation: bytes | None, error: str
+    ) -> None:
+        """An ``error`` reply for a refused message of an ``ack: true`` route (counted)."""
+        if not route.ack:
+            return
+        if topic is not None:
+            self._publish_reply(topic, correlation, route.qos, "error", None, error)
+        self.metrics.ack(MQTT_TO_SIO, route.name, "error")
 
     # -- MQTT -> Socket.IO worker ----------------------------------------------------------------
     def _work(self) -> None:
@@ -1009,7 +779,7 @@ class Gateway:
                     log.exception("emit failed for route %s", req.route.name)
                     self._handed_on(req)
 
-    def _hold(self, sock: Socket, req: _Request) -> bool:
+    def _hold(self, sock: Socket, req: Request) -> bool:
         """Wait until ``sock`` is connected (the request stays unacknowledged meanwhile, the
         queue behind it fills: back-pressure); False when the gateway stops first."""
         if sock.connected:
@@ -1022,7 +792,7 @@ class Gateway:
                 self._sio_cond.wait(0.5)
         return True
 
-    def _emit(self, req: _Request, inline: bool = False) -> None:
+    def _emit(self, req: Request, inline: bool = False) -> None:
         """Hand ``req`` to the client. ``inline``: called on paho's thread with nothing queued,
         which must never wait for a connection (the worker does that, in order)."""
         route = req.route
@@ -1077,7 +847,7 @@ class Gateway:
         self._inflight.add(future)
         future.add_done_callback(lambda fut: self._ack_done(req, fut))
 
-    def _device_socket(self, req: _Request, inline: bool) -> Socket | None:
+    def _device_socket(self, req: Request, inline: bool) -> Socket | None:
         """The connected socket of ``req``'s device; the worker waits for a session being
         opened (in order, up to ``socketio.connect_timeout``). None: queued (inline), held at
         stop, or refused (reported, answered, acknowledged)."""
@@ -1130,14 +900,14 @@ class Gateway:
             return
         self._sio_event(ns, event, ack, args, routes, device=device)
 
-    def _refuse_too_large(self, req: _Request, exc: PayloadTooLargeError) -> None:
+    def _refuse_too_large(self, req: Request, exc: PayloadTooLargeError) -> None:
         """The server would drop the whole connection over this message: refuse it alone
         (error report and reply), acknowledge it to the broker, keep serving the rest."""
         self._report("payload", req.route.name, str(exc), event=req.event)
         self._finish_request(req, "error", error=str(exc))
         self._handed_on(req)
 
-    def _ack_done(self, req: _Request, fut: Future[Any]) -> None:
+    def _ack_done(self, req: Request, fut: Future[Any]) -> None:
         """Runs on the thread that completed the future (reader, scheduler): publish the reply,
         or emit again (through the worker: this thread must not wait for a connection)."""
         self._inflight.discard(fut)
@@ -1166,7 +936,7 @@ class Gateway:
 
     def _finish_request(
         self,
-        req: _Request,
+        req: Request,
         status: str,
         *,
         args: list[Any] | None = None,
@@ -1257,14 +1027,15 @@ class Gateway:
         payload: bytes | None = None
         waiting = False
         add = self.outbox.add
-        for route in routes:
-            try:
-                topic = route.topic_for(ns, event, args, device)
-            except TemplateError as exc:
-                self._report("template", route.name, str(exc), event=event)
+        for step in plan_event(routes, ns, event, args, ack is not None, device):
+            route = step.route
+            if isinstance(step, AskDevice):
+                assert ack is not None
+                self._server_requests.publish(route, event, step.topic, args, ack)
+                waiting = True
                 continue
-            if ack is not None and route.reply and not waiting:
-                waiting = self._publish_request(route, event, topic, args, ack)
+            if not isinstance(step, Publish):
+                self._report("template", route.name, step.reason, event=event)
                 continue
             if payload is None:
                 try:
@@ -1275,7 +1046,9 @@ class Gateway:
             # kept (in order, bounded, durable when enabled) until the broker acknowledges it;
             # a drop is counted and reported by _outbox_dropped
             if add(
-                OutMessage(topic, payload, route.qos, route.retain, route=route.name, event=event)
+                OutMessage(
+                    step.topic, payload, route.qos, route.retain, route=route.name, event=event
+                )
             ):
                 self.metrics.message(SIO_TO_MQTT, route.name)
         if ack is not None and not waiting:
@@ -1327,16 +1100,20 @@ class Gateway:
     def _recovery_saved(self) -> None:
         self._recovery_saves.inc()
 
+    def _schedule_recovery(self) -> None:
+        self._recovery_timer = self.client.manager.call_later(
+            self.config.outbox.recovery_interval, self._recovery_tick
+        )
+
     def _recovery_tick(self) -> None:
-        """Deadline thread, every ``outbox.recovery_interval``: probe the recovery state through
+        """A loop timer, every ``outbox.recovery_interval``: probe the recovery state through
         the dispatcher (see :meth:`_recovery_probe`)."""
         if self._stopping:
             return
         if not self._probe_pending:
             self._probe_pending = True
             self.client.manager.dispatcher.submit(self._recovery_probe, urgent=True)
-        assert self._deadlines is not None
-        self._deadlines.add(time.monotonic() + self.config.outbox.recovery_interval, _RECOVERY_KEY)
+        self._schedule_recovery()
 
     def _recovery_probe(self) -> None:
         """Dispatcher thread. The reader updates a namespace's recovery offset *before* it
@@ -1355,90 +1132,6 @@ class Gateway:
         if confirmed and confirmed != self._recovery_last:
             self._recovery_last = confirmed
             self.outbox.save_recovery(confirmed)
-
-    def _publish_request(
-        self,
-        route: SocketioToMqttRoute,
-        event: str,
-        topic: str,
-        args: tuple[Any, ...],
-        ack: Callable[..., None],
-    ) -> bool:
-        """Publish a server ack request with a reply address; True if it now waits for a reply
-        (else the ack was answered already)."""
-        corr = format(next(self._corr_ids), "x")
-        reply_to = self._reply_prefix + corr
-        try:
-            payload = route.request_payload(args, reply_to, corr, self._v5)
-        except PayloadError as exc:
-            self._report("payload", route.name, exc.reason, event=event)
-            ack({"status": "error", "error": exc.reason})
-            self.metrics.ack(SIO_TO_MQTT, route.name, "error")
-            return True
-        t0 = time.perf_counter()
-        pending = _ServerAck(ack, route, t0, route.ack_timeout)
-        self._server_acks[corr] = pending
-        assert self._deadlines is not None
-        self._deadlines.add(time.monotonic() + route.ack_timeout, corr)
-
-        def dropped(reason: str) -> None:
-            if self._server_acks.pop(corr, None) is not None:
-                self._answer_server_ack(pending, "unavailable", "MQTT is not available")
-
-        # through the outbox (ordered with the other publishes) but never stored: the reply
-        # address means nothing to another run
-        msg = OutMessage(
-            topic,
-            payload,
-            route.qos,
-            False,
-            route=route.name,
-            event=event,
-            durable=False,
-            response_topic=reply_to if self._v5 else None,
-            correlation=corr.encode() if self._v5 else None,
-            on_drop=dropped,
-        )
-        if self.outbox.add(msg):
-            self.metrics.message(SIO_TO_MQTT, route.name)
-        return True
-
-    def _on_device_reply(self, msg: paho.MQTTMessage, topic: str) -> None:
-        """A device answered a server ack request (paho thread): ack the server now."""
-        # the reply address alone identifies the request; Correlation Data is the fallback for
-        # a device that answered on the address of another request
-        pending = self._server_acks.pop(topic[len(self._reply_prefix) :], None)
-        if pending is None and self._v5 and msg.properties is not None:
-            corr = _text(getattr(msg.properties, "CorrelationData", None))
-            if corr:
-                pending = self._server_acks.pop(corr, None)
-        if pending is None:
-            log.info("reply on %r matches no waiting request (late or unknown)", topic)
-            self.metrics.drop(SIO_TO_MQTT, "late_reply")
-            return
-        args = decode_mqtt_payload(bytes(msg.payload), "auto", spread=True)
-        try:
-            pending.ack(*args)
-        except PayloadTooLargeError as exc:
-            self._report("payload", pending.route.name, f"device reply: {exc}", topic=topic)
-            self._answer_server_ack(pending, "error", f"the device's reply was refused: {exc}")
-            return
-        self.metrics.ack(SIO_TO_MQTT, pending.route.name, "ok", time.perf_counter() - pending.t0)
-
-    def _server_ack_expired(self, corr: str) -> None:
-        if corr == _RECOVERY_KEY:
-            self._recovery_tick()
-            return
-        pending = self._server_acks.pop(corr, None)
-        if pending is not None:
-            log.info("route %s: no device reply within %g s", pending.route.name, pending.timeout)
-            self._answer_server_ack(
-                pending, "timeout", f"no reply from MQTT within {pending.timeout:g} s"
-            )
-
-    def _answer_server_ack(self, pending: _ServerAck, status: str, error: str) -> None:
-        self.metrics.ack(SIO_TO_MQTT, pending.route.name, status)
-        pending.ack({"status": status, "error": error})
 
     # -- Socket.IO connection state (client dispatcher thread) ------------------------------------
     def _sio_state(self, ns: str, connected: bool) -> None:
