@@ -15,9 +15,13 @@ process in its own process group:
 
 and then (4) a simulated device (a paho-mqtt client in this process) that prints the telemetry it
 receives, publishes commands and prints the ack replies on its reply topic, and answers the
-server's questions. Every line of traffic is printed, both ways, until Ctrl-C (or ``--duration``);
-then every process is stopped (SIGTERM to its process group, SIGKILL after a grace period) and the
-temporary files are removed, also after an error.
+server's questions; and (5) two sensors with device sessions (``devices`` in demo.yaml): each
+publishes a retained birth ``online`` and has the Last Will ``offline``, so each appears on the
+server's ``/devices`` namespace as a socket of its own; the server joins both to a room, emits to
+the room and to one socket, and sees ``sensor-b``'s socket disconnect when its connection drops
+(the broker publishes its Last Will). Every line of traffic is printed, both ways, until Ctrl-C
+(or ``--duration``); then every process is stopped (SIGTERM to its process group, SIGKILL after a
+grace period) and the temporary files are removed, also after an error.
 
 The pieces are usable on their own (``docker-compose.yml`` runs them under the ``demo`` profile)::
 
@@ -85,6 +89,15 @@ COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("get_status", {}),
     ("set_interval", {"seconds": 5}),
 )
+
+#: the device-session sensors (their own sockets on the server's DEVICE_NAMESPACE)
+SENSORS = ("sensor-a", "sensor-b")
+DEVICE_NAMESPACE = "/devices"
+STATUS_TOPIC = "devices/{device}/status"  # devices.presence.topic (the default)
+SENSOR_INBOX = "devices/{device}/inbox/+"  # socketio_to_mqtt "device-inbox" (session: device)
+SENSOR_ROOM = "sensors"
+#: seconds after start-up at which sensor-b's connection drops (its Last Will fires)
+SENSOR_DROP_AFTER = 3.0
 
 START_TIMEOUT = 15.0
 READY_TIMEOUT = 30.0
@@ -634,6 +647,42 @@ async def _serve(host: str, port: int, interval: float, ask_interval: float) -> 
     sio.on("disconnect", disconnect)
     sio.on("*", any_event)
 
+    # device sessions: every sensor its own socket on /devices (auth {"device": ...})
+    sensors: dict[str, str] = {}  # sid -> device
+
+    async def greet() -> None:
+        say("server", f"{DEVICE_NAMESPACE}: -> room {SENSOR_ROOM!r}: hello (both sockets)")
+        await sio.emit("hello", {"room": SENSOR_ROOM}, room=SENSOR_ROOM, namespace=DEVICE_NAMESPACE)
+        sid, name = next(iter(sensors.items()))
+        say("server", f"{DEVICE_NAMESPACE}: -> only_you to {name}'s socket {sid} alone")
+        await sio.emit("only_you", {"device": name}, to=sid, namespace=DEVICE_NAMESPACE)
+
+    async def sensor_connect(sid: str, environ: Any, auth: Any = None) -> bool:
+        name = (auth or {}).get("device") if isinstance(auth, dict) else None
+        if name not in SENSORS:  # the server's own auth: only known devices
+            say("server", f"{DEVICE_NAMESPACE}: refused unknown device {name!r}")
+            return False
+        sensors[sid] = name
+        await sio.enter_room(sid, SENSOR_ROOM, namespace=DEVICE_NAMESPACE)
+        say(
+            "server",
+            f"{DEVICE_NAMESPACE}: device {name} connected as socket {sid}, joined room "
+            f"{SENSOR_ROOM!r} ({len(sensors)} device socket(s))",
+        )
+        if len(sensors) == len(SENSORS):
+            spawn(greet())
+        return True
+
+    async def sensor_disconnect(sid: str, reason: Any = None) -> None:
+        name = sensors.pop(sid, "?")
+        say(
+            "server",
+            f"{DEVICE_NAMESPACE}: device {name}'s socket {sid} disconnected ({len(sensors)} left)",
+        )
+
+    sio.on("connect", sensor_connect, namespace=DEVICE_NAMESPACE)
+    sio.on("disconnect", sensor_disconnect, namespace=DEVICE_NAMESPACE)
+
     async def telemetry() -> None:
         temps = dict.fromkeys(TELEMETRY_DEVICES, 21.0)
         devices = itertools.cycle(TELEMETRY_DEVICES)
@@ -661,6 +710,56 @@ async def _serve(host: str, port: int, interval: float, ask_interval: float) -> 
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Sensor:
+    """A device with a device session: retained birth ``online``, Last Will ``offline``; prints
+    what the server sends to its own socket."""
+
+    def __init__(self, host: str, port: int, name: str) -> None:
+        self.name = name
+        self.status = STATUS_TOPIC.format(device=name)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"demo-{name}", protocol=paho.MQTTv311
+        )
+        self.client.will_set(self.status, "offline", qos=1, retain=True)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self._connected = threading.Event()
+        self._host, self._port = host, port
+        self.alive = False
+
+    def _on_connect(self, client: paho.Client, *args: Any) -> None:
+        client.subscribe(SENSOR_INBOX.format(device=self.name), qos=1)
+        client.publish(self.status, "online", qos=1, retain=True)
+        self._connected.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        say(self.name, f"<- {msg.topic}: {_show(bytes(msg.payload))}")
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        self.client.connect(self._host, self._port)
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            raise DemoError(f"{self.name} could not connect to the broker")
+        self.alive = True
+        say(self.name, f"-> {self.status}: online (retained birth; Last Will: offline)")
+
+    def drop(self) -> None:
+        """Lose the connection without DISCONNECT: the broker publishes the Last Will."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+        self.alive = False
+        say(self.name, "connection dropped: the broker publishes its Last Will 'offline'")
+
+    def stop(self) -> None:
+        if self.alive:
+            self.client.publish(self.status, b"", qos=1, retain=True).wait_for_publish(2)
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.alive = False
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -801,6 +900,7 @@ def run_demo(args: argparse.Namespace) -> int:
     old_handlers = _install_stop_handlers(stop)
     children: list[Child] = []
     device: Device | None = None
+    sensors: list[Sensor] = []
     tmpdir = tempfile.mkdtemp(prefix="sio-mqtt-demo-")
     env = _child_env()
     py = sys.executable
@@ -880,6 +980,11 @@ def run_demo(args: argparse.Namespace) -> int:
         # 4. the device (before the gateway, so it sees the gateway come online)
         device = Device(HOST, mqtt_port, protocol=cfg.mqtt.protocol, base_topic=cfg.mqtt.base_topic)
         device.start()
+        if cfg.devices.enabled:  # and the sensors with device sessions (retained births)
+            for name in SENSORS:
+                sensor = Sensor(HOST, mqtt_port, name)
+                sensors.append(sensor)
+                sensor.start()
 
         # 5. the gateway
         gateway = Child(
@@ -903,6 +1008,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         deadline = time.monotonic() + args.duration if args.duration else None
         next_command = time.monotonic() + 0.5
+        drop_at = time.monotonic() + SENSOR_DROP_AFTER
         while not stop.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -913,6 +1019,8 @@ def run_demo(args: argparse.Namespace) -> int:
             if now >= next_command:
                 device.send_command()
                 next_command = now + args.command_interval
+            if sensors and now >= drop_at and sensors[-1].alive:
+                sensors[-1].drop()
             stop.wait(0.1)
         if stop.is_set():
             say("demo", "stopping (signal received)")
@@ -924,6 +1032,8 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         if device is not None:
             device.stop()
+        for sensor in sensors:
+            sensor.stop()
         for child in reversed(children):  # gateway first (it publishes "offline"), broker last
             try:
                 child.stop()

@@ -90,6 +90,18 @@ def check_common(code: int, out: str) -> None:
     assert re.search(r'server\s+<- ack for ask_device: \{"device": "d1", "battery"', out), out
     # availability topics seen by the device
     assert re.search(r"device\s+<- sio-mqtt/status.*: online", out), out
+    # device sessions: two sensors, two sockets, a room, one socket alone, one Last Will
+    for name in ("sensor-a", "sensor-b"):
+        assert re.search(rf"server\s+/devices: device {name} connected as socket \S+, joined", out)
+        assert re.search(rf'{name}\s+<- devices/{name}/inbox/hello: \{{"room": "sensors"\}}', out)
+    assert re.search(r"server\s+/devices: -> only_you to sensor-a's socket", out), out
+    assert re.search(r"sensor-a\s+<- devices/sensor-a/inbox/only_you", out), out
+    assert not re.search(r"sensor-b\s+<- devices/sensor-b/inbox/only_you", out), out
+    dropped = out.split("sensor-b connection dropped", 1)
+    assert len(dropped) == 2, out
+    assert re.search(
+        r"server\s+/devices: device sensor-b's socket \S+ disconnected \(1 left\)", dropped[1]
+    ), out
     assert "Traceback" not in out, out
     running = out.split("gateway: stopping", 1)[0]  # before the gateway's shutdown
     assert not re.search(r"^\S+ \S+\s+(error|ERROR)\b|^error:", running, re.M), out
