@@ -1,6 +1,6 @@
 """Run every benchmark on the same servers, print the table and the targets, save JSON and a plot.
 
-    python -m benchmarks.run [--smoke] [--only client|gateway|many]
+    python -m benchmarks.run [--smoke] [--only client|gateway|many|devices]
 
 One Node socket.io 4.8 server (``tests/servers/node/server.js``, maxHttpBufferSize 5e6 for the
 1 MiB binary echoes) and one private mosquitto (``set_tcp_nodelay true``, ``max_queued_messages 0``
@@ -479,10 +479,59 @@ def plot(path: str, client_r: list[dict[str, Any]], gw_r: list[dict[str, Any]], 
 # ------------------------------------------------------------------------------------------
 
 
+DEVICES_PLAN = {"full": (10_000, 1000), "smoke": (20, 20)}  # (devices, requests)
+
+
+def run_devices(mode: str, errors: list[str]) -> dict[str, Any]:
+    """Device sessions (``benchmarks.devices_bench``): N devices through one gateway."""
+    from benchmarks.many_sessions import raise_nofile
+
+    raise_nofile()
+    n, requests = DEVICES_PLAN[mode]
+    cmd = [sys.executable, "-m", "benchmarks.devices_bench", "--n", str(n),
+           "--requests", str(requests)]  # fmt: skip
+    try:
+        res = run_measurement(cmd, timeout=1800, sample=False)
+    except BenchError as exc:
+        errors.append(f"device sessions {n}: {exc}")
+        print(f"  ERROR device sessions {n}:\n{exc}", file=sys.stderr)
+        return {}
+    print(
+        f"  devices {n}: {res['connect_s']:.2f} s to {n} device sockets (socket.io-client"
+        f" {res['js_connect_s']} s for {n} sessions), broadcast -> {n} MQTT messages"
+        f" {res['broadcast_s']} s, gateway RSS {res['rss_mb']:.0f} MB, threads"
+        f" {res['threads_10']} (10 devices) -> {res['threads']}, request->ack->reply p50"
+        f" {res['req_p50_ms']} ms",
+        flush=True,
+    )
+    return res
+
+
+def devices_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    if not res:
+        return []
+    n = res["n"]
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, goal: str, ok: bool) -> None:
+        out.append({"target": f"device sessions N={n}: {name}", "value": value, "goal": goal,
+                    "pass": bool(ok)})  # fmt: skip
+
+    js = res.get("js_connect_s")
+    rel = res["connect_s"] / js if js else None
+    add("connect vs socket.io-client", rel, "<= 2.0x", rel is not None and rel <= 2.0)
+    add("gateway RSS (MB)", res["rss_mb"], "<= 400", res["rss_mb"] <= 400)
+    add("threads 10 -> N", [res["threads_10"], res["threads"]], "not more",
+        res["threads"] <= res["threads_10"])  # fmt: skip
+    p50 = res.get("req_p50_ms")
+    add("request->ack->reply p50 (ms)", p50, "< 2", p50 is not None and p50 < 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny N: check that everything runs")
-    ap.add_argument("--only", choices=("client", "gateway", "many"))
+    ap.add_argument("--only", choices=("client", "gateway", "many", "devices"))
     args = ap.parse_args()
     mode = "smoke" if args.smoke else "full"
     add_tests_to_path()
@@ -504,6 +553,9 @@ def main() -> int:
     many: dict[str, Any] = {}
     if args.only in (None, "many"):  # after the others: its own servers, the most descriptors
         many = many_run.run_many(mode, errors)
+    devices: dict[str, Any] = {}
+    if args.only in (None, "devices"):
+        devices = run_devices(mode, errors)
     elapsed = time.monotonic() - started
 
     crows, grows = client_rows(client), gateway_rows(gw)
@@ -517,7 +569,7 @@ def main() -> int:
               f" {fmt(direct['value'])} msgs/s")  # fmt: skip
     if many.get("runs"):
         print("\nMany sessions in one process (websocket)\n" + many_run.markdown(many))
-    targets = evaluate_targets(client, gw) + many_run.targets(many)
+    targets = evaluate_targets(client, gw) + many_run.targets(many) + devices_targets(devices)
     if targets:
         print("\nTargets" + (" (smoke run: informational only)" if args.smoke else ""))
         for t in targets:
@@ -545,6 +597,7 @@ def main() -> int:
         "client": client,
         "gateway": gw,
         "many_sessions": many,
+        "device_sessions": devices,
         "many_sessions_markdown": many_run.markdown(many) if many.get("runs") else "",
         "client_table": crows,
         "gateway_table": grows,

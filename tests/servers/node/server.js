@@ -492,6 +492,7 @@ setupFaults(io.of("/chat"));
 // contains "intruder" and it was not allowed: refused with Error("unknown device <id>").
 // Control events on "/" (the test's own client):
 //   devices_list(prefix, cb)        cb([{device, id, rooms}]) of connected device sockets
+//   devices_count(cb)               cb(number of connected device sockets)
 //   devices_log(prefix, cb)         cb([{device, type: "connect"|"disconnect"|"refused", reason}])
 //   devices_allow(device, cb) / devices_deny(device, cb)
 //   devices_join({device, room}, cb)
@@ -545,6 +546,7 @@ function setupDeviceControl(nsp) {
   nsp.on("connection", (socket) => {
     const filt = (list, prefix) => list.filter((e) => !prefix || (e.device || "").startsWith(prefix));
     socket.on("devices_list", (prefix, cb) => isFn(cb) && cb(devicesOf(prefix)));
+    socket.on("devices_count", (cb) => isFn(cb) && cb(devicesNsp.sockets.size));
     socket.on("devices_log", (prefix, cb) => isFn(cb) && cb(filt(deviceLog, prefix)));
     socket.on("devices_events", (prefix, cb) => isFn(cb) && cb(filt(deviceEvents, prefix)));
     socket.on("devices_allow", (d, cb) => {
