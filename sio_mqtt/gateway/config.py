@@ -794,6 +794,12 @@ class GatewayConfig(BaseSettings):
         name their device: an inbound topic captures ``{device}``; ``{device}`` in an outbound
         topic is only known on a device's session."""
         dcfg = self.devices
+        if dcfg.enabled and dcfg.partition.count > 1 and self.mqtt.shared_group is not None:
+            raise ValueError(
+                "devices.partition: replicas split the devices by partition, each with its own "
+                "MQTT session; mqtt.shared_group would hand each replica only a share of every "
+                "device's messages (remove mqtt.shared_group)"
+            )
         sections: list[
             tuple[str, Sequence[MqttToSocketioRouteConfig | SocketioToMqttRouteConfig]]
         ] = [

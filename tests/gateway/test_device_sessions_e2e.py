@@ -294,3 +294,32 @@ def test_plain_device_with_no_session_route_unaffected(env: Env) -> None:
     env.start()
     env.device.publish(f"{env.prefix}/req/d9/echo_ack", json.dumps(5))
     assert payload_json(env.device.expect(f"{env.prefix}/reply/d9/echo_ack"))["args"] == [5]
+
+
+def test_max_sessions_refuses_more_devices(
+    env: Env, ctl: Client, births: Callable[..., None]
+) -> None:
+    p = env.prefix
+    enable_devices(env, max_sessions=2)
+    gw = env.start()
+    births(f"{p}-m1", f"{p}-m2")
+    wait_until(lambda: len(sockets(ctl, p)) == 2, 15, "two sockets")
+    births(f"{p}-m3")
+    err = env.device.expect(
+        f"{env.base}/errors", lambda m: payload_json(m).get("device") == f"{p}-m3"
+    )
+    assert "max_sessions (2) reached" in payload_json(err)["reason"]
+    assert sorted(s["device"] for s in sockets(ctl, p)) == [f"{p}-m1", f"{p}-m2"]
+    assert f"{p}-m3" not in devices_json(gw)
+    assert metric(gw, "sio_mqtt_errors_total", 'kind="device"') == 1.0
+
+
+def test_idle_session_is_closed(env: Env, ctl: Client, births: Callable[..., None]) -> None:
+    p = env.prefix
+    enable_devices(env, idle_timeout=0.5)
+    gw = env.start()
+    births(f"{p}-i1")
+    wait_until(lambda: devices_json(gw).get(f"{p}-i1", {}).get("state") == "closed", 15)
+    assert sockets(ctl, p) == []
+    kinds = [(e["type"], e["reason"]) for e in log_of(ctl, p)]
+    assert kinds == [("connect", None), ("disconnect", "client namespace disconnect")]

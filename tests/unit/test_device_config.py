@@ -179,3 +179,10 @@ def test_check_shows_device_settings_and_device_bound_routes(
     assert "device-bound routes: dev-cmd, dev-out" in out
     assert "dev-cmd: devices/{device}/cmd/{event} -> /devices" in out and "session device" in out
     assert "very-secret" not in out and "s3cret" not in out
+
+
+def test_partition_and_shared_group_exclude_each_other() -> None:
+    data = cfg(mqtt={"shared_group": "gw"})
+    data["devices"]["partition"] = {"index": 0, "count": 2}
+    (err,) = errors(data)
+    assert "devices.partition" in err and "mqtt.shared_group" in err
