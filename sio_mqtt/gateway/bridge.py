@@ -101,6 +101,7 @@ from sio_mqtt.errors import (
     PayloadTooLargeError,
     SocketIOError,
 )
+from sio_mqtt.gateway.availability import Availability
 from sio_mqtt.gateway.config import GatewayConfig, SocketioConfig, _load_auth_file, all_namespaces
 from sio_mqtt.gateway.devices import DeviceSessions
 from sio_mqtt.gateway.http import HealthServer
@@ -135,8 +136,6 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger("sio_mqtt.gateway")
 
-STATE_CONNECTED = b"connected"
-STATE_DISCONNECTED = b"disconnected"
 _SERVER_DISCONNECT = "io server disconnect"
 #: error kinds that can come in floods (one per dropped message): logged and published at most
 #: once per second per (kind, route); the counters still count every one
@@ -237,6 +236,7 @@ class Gateway:
             on_subscribed=self._on_subscribed,
             on_shared_unavailable=self._on_shared_unavailable,
         )
+        self.availability = Availability(self.mqtt, self.state_topic, mcfg.shared_group)
         #: why the gateway stopped by itself (a broker it cannot work with), else None
         self.fatal: str | None = None
         self._v5 = self.mqtt.v5
@@ -366,21 +366,12 @@ class Gateway:
         return all(self.readiness().values())
 
     def readiness(self) -> dict[str, bool]:
-        """What ``/readyz`` reports: both sides connected, and -- only listed when they fail or
-        are still being checked -- every subscription granted and shared subscriptions working."""
-        sides = {"mqtt": self.mqtt.connected, "socketio": self.socketio_connected}
-        if self.mqtt.refused:
-            sides["subscriptions"] = False
-        if self.config.mqtt.shared_group is not None and not self.mqtt.shared_available:
-            sides["shared_subscriptions"] = False
-        return sides
+        """What ``/readyz`` reports (see :mod:`sio_mqtt.gateway.availability`)."""
+        return self.availability.readiness(self.socketio_connected)
 
     def readiness_details(self) -> dict[str, Any]:
         """Extra ``/readyz`` fields: the refused subscription filters and why."""
-        refused = dict(self.mqtt.refused)
-        if not refused:
-            return {}
-        return {"refused_subscriptions": [{"filter": f, "reason": r} for f, r in refused.items()]}
+        return self.availability.details()
 
     @property
     def http_port(self) -> int | None:
@@ -479,7 +470,7 @@ class Gateway:
         # 3. Socket.IO
         if self.devices is not None:
             self.devices.stop(left(0.3))
-        self.mqtt.publish(self.state_topic, STATE_DISCONNECTED, qos=1, retain=True)
+        self.availability.publish_state(False)
         try:
             self.client.disconnect()
         except SocketIOError as exc:
@@ -590,8 +581,7 @@ class Gateway:
         if connected:
             if self.mqtt.connects > 1:
                 self.metrics.reconnected("mqtt")
-            state = STATE_CONNECTED if self.socketio_connected else STATE_DISCONNECTED
-            self.mqtt.publish(self.state_topic, state, qos=1, retain=True)
+            self.availability.publish_state(self.socketio_connected)
 
     def _on_mqtt_message(self, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
@@ -1157,12 +1147,7 @@ class Gateway:
         if after != before:
             self.metrics.set_connected("socketio", after)
             if not self._stopping:
-                self.mqtt.publish(
-                    self.state_topic,
-                    STATE_CONNECTED if after else STATE_DISCONNECTED,
-                    qos=1,
-                    retain=True,
-                )
+                self.availability.publish_state(after)
 
     def _sio_disconnected(self, ns: str, reason: str) -> None:
         self._sio_state(ns, False)
