@@ -98,15 +98,23 @@ def births(env: Env) -> Iterator[Callable[..., None]]:
     """Publish retained births (cleared again at the end: the broker outlives the test)."""
     topics: list[str] = []
 
+    def send(items: list[tuple[str, str | bytes]]) -> None:
+        """One MQTT client publishes them all back to back (QoS 1), then waits for the PUBACKs."""
+        infos = [env.device.client.publish(t, p, qos=1, retain=True) for t, p in items]
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published()
+
     def publish(*devices: str, payload: str = "online") -> None:
+        items: list[tuple[str, str | bytes]] = []
         for d in devices:
             topic = f"{env.prefix}/dev/{d}/status"
             topics.append(topic)
-            env.device.publish(topic, payload, retain=True)
+            items.append((topic, payload))
+        send(items)
 
     yield publish
-    for topic in set(topics):
-        env.device.publish(topic, b"", retain=True)
+    send([(topic, b"") for topic in set(topics)])
 
 
 def test_births_open_one_socket_per_device_rooms_and_last_will(
