@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import print_result
-from benchmarks.many_sessions import HERE, NODE_DIR, raise_nofile
+from benchmarks.many_sessions import HERE, NODE_DIR, STEADY, raise_nofile
 
 REPO = HERE.parent
 PREFIX = "bench"
@@ -176,13 +176,13 @@ def run(n: int, requests: int) -> dict[str, Any]:
 
             births(range(10))
             _wait(lambda: count() >= 10, 60, "10 device sockets")
-            time.sleep(1.0)
+            time.sleep(STEADY)
             _, threads_10 = _proc_status(gw.pid)
             t0 = time.monotonic()
             births(range(10, n))
             _wait(lambda: count() >= n, 900, f"{n} device sockets")
             connect_s = time.monotonic() - t0
-            time.sleep(2.0)  # steady state
+            time.sleep(STEADY)  # steady state, as for 10 devices
             rss, threads = _proc_status(gw.pid)
             # broadcast to the namespace -> N MQTT messages
             t1 = time.monotonic()
