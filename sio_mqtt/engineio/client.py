@@ -493,7 +493,7 @@ class EngineIOClient:
         except (TransportError, TimeoutError, OSError, BadPollBody):
             log.debug("could not send CLOSE", exc_info=True)
 
-    def _post_close(self, queued: Sequence[Packet], wait: float = 5.0) -> None:
+    def _post_close(self, queued: Sequence[Packet], wait: float = 1.0) -> None:
         """On polling: the queued packets, then CLOSE in a POST of its own, as the reference
         client does. In one body the server ends the session before it handles the packets
         before the CLOSE (a namespace DISCONNECT would count as "transport close")."""
