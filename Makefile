@@ -16,7 +16,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test,msgpack,bench,demo]'
-	@touch $@
+	@touch $@ $(VENV)/.installed-demo
 
 install: $(VENV)/.installed
 
@@ -51,8 +51,15 @@ test: install node mosquitto lint typecheck
 test-fast: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# What the demo alone needs (the package + the demo extra: no test, lint or benchmark tools);
+# `make test` installs everything, this included.
+$(VENV)/.installed-demo: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[demo]'
+	@touch $@
+
 # no root, no docker: mosquitto from PATH when present, else the pure-Python broker (demo extra)
-demo: install
+demo: $(VENV)/.installed-demo
 	$(PY) -m sio_mqtt.cli demo
 
 bench: install node mosquitto

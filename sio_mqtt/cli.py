@@ -142,7 +142,8 @@ def _cmd_check(path: str) -> int:
             extra += ")"
         print(
             f"  {r.name}: {r.pattern.pattern} -> {r.namespace} event {r.event_template.template}"
-            f" [payload {r.payload_mode}{', spread' if r.spread else ''}{extra}]",
+            f" [payload {r.payload_mode}{', spread' if r.spread else ''}{extra}"
+            f"{'' if r.ignore_retained else ', retained delivered'}]",
             file=out,
         )
     print("socketio_to_mqtt routes:", file=out)
@@ -150,7 +151,8 @@ def _cmd_check(path: str) -> int:
         print(
             f"  {o.name}: {o.namespace} event {o.event} -> {o.topic_template.template}"
             f" [qos {o.qos}{', retain' if o.retain else ''}"
-            f"{f', reply (timeout {o.ack_timeout:g} s)' if o.reply else ''}]",
+            f"{f', reply (timeout {o.ack_timeout:g} s)' if o.reply else ''}"
+            f"{f', reply_envelope {o.reply_envelope}' if o.reply_envelope != 'auto' else ''}]",
             file=out,
         )
     print("resolved configuration (secrets redacted):", file=out)

@@ -34,6 +34,8 @@ event is published (never retained) as a request with a reply address
 * MQTT 3.1.1 (no properties): the payload is the envelope
   ``{"reply_to": "<reply address>", "correlation": "<correlation>", "args": [<event arguments>]}``
   (bytes as ``{"_binary_b64": ...}``).
+* ``reply_envelope: always`` on the route uses the envelope with MQTT 5 too (the properties are
+  still set): for MQTT 3.1.1 devices, which never see properties, behind an MQTT 5 gateway.
 
 The device publishes its answer to the reply address (copying the Correlation Data is optional:
 the address alone identifies the request). The answer's payload becomes the ack's arguments: a
@@ -42,6 +44,12 @@ no answer within the route's ``ack_timeout`` the ack is ``{"status": "timeout", 
 if the request could not be published it is ``{"status": "unavailable", "error": ...}``. Events
 with an ack request that no replying route matches are acked at once with no arguments, after
 being published.
+
+**Retained messages** (``mqtt_to_socketio[].retained``): a message the broker delivers with the
+retain flag set was replayed from its store because the gateway subscribed (at every start and
+reconnect; live messages arrive with the flag cleared, MQTT 3.1.1 and 5 alike). ``ignore`` (the
+default) acknowledges it without emitting it (``sio_mqtt_retained_ignored_total{route}``, a DEBUG
+log line); ``deliver`` emits it like any other.
 
 **Error reports** go to ``{base_topic}/errors`` (QoS 0, not retained) as
 ``{"route": ..., "topic" | "event": ..., "reason": ...}`` and to the log at WARNING; they never
@@ -704,6 +712,8 @@ class Gateway:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
             return
         matches = self.routes.inbound_for(topic)
+        if msg.retain and matches:
+            matches = self._skip_retained(matches, topic)
         if not matches:
             if qos:
                 self.mqtt.ack(msg.mid, qos, self.mqtt.connects)
@@ -778,6 +788,23 @@ class Gateway:
                 self.metrics.drop(MQTT_TO_SIO, "stopping")
                 if not self._session_persists:
                     self._finish_request(req, "unavailable", error="the gateway is shutting down")
+
+    def _skip_retained(
+        self, matches: list[tuple[MqttToSocketioRoute, dict[str, str]]], topic: str
+    ) -> list[tuple[MqttToSocketioRoute, dict[str, str]]]:
+        """The routes that emit a message the broker flags retained (replayed from its store
+        because we subscribed); the others skip it on purpose (``retained: ignore``): counted
+        and logged at DEBUG, not an error. With no route left it is acknowledged unemitted."""
+        kept = []
+        for route, captures in matches:
+            if route.takes(retained=True):
+                kept.append((route, captures))
+            else:
+                self.metrics.retained_ignored(route.name)
+                log.debug(
+                    "route %s: retained message on %r ignored (retained: ignore)", route.name, topic
+                )
+        return kept
 
     def _message_id(self, props: Any) -> str:
         """The publisher's ``sio-mqtt-id`` user property (MQTT 5), else a new unique id."""
@@ -1127,11 +1154,7 @@ class Gateway:
         corr = format(next(self._corr_ids), "x")
         reply_to = self._reply_prefix + corr
         try:
-            if self._v5:
-                payload = encode_mqtt_payload(args)
-            else:
-                envelope = {"reply_to": reply_to, "correlation": corr, "args": list(args)}
-                payload = encode_mqtt_payload([envelope])
+            payload = route.request_payload(args, reply_to, corr, self._v5)
         except PayloadError as exc:
             self._report("payload", route.name, exc.reason, event=event)
             ack({"status": "error", "error": exc.reason})

@@ -291,6 +291,10 @@ class MqttConfig(BaseModel):
     base_topic: str = "sio-mqtt"
     shared_group: str | None = None
     tcp_nodelay: bool = True
+    #: how values substituted into topics are sanitised: ``standard`` replaces what MQTT itself
+    #: forbids or reads as structure (``/``, ``+``, ``#``, controls); ``strict`` also ``.`` and
+    #: ``*``, which RabbitMQ's MQTT plugin rewrites to ``/`` and ``+``
+    topic_safe: Literal["standard", "strict"] = "standard"
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -431,13 +435,18 @@ class SocketioToMqttRouteConfig(_RouteConfig):
     ``topic`` may use ``{event}``, ``{namespace}``, ``{argN}`` and ``{argN.key...}``.
     ``ack_timeout`` and ``reply`` concern events the server emits *with an ack request*: with
     ``reply: true`` the gateway publishes them as requests with a reply address and waits up to
-    ``ack_timeout`` seconds for the device's answer.
+    ``ack_timeout`` seconds for the device's answer. ``reply_envelope`` says how the reply
+    address travels: ``auto`` as MQTT 5 Response Topic + Correlation Data (the JSON envelope
+    ``{"reply_to", "correlation", "args"}`` with MQTT 3.1.1), ``always`` in the envelope (also
+    with MQTT 5, for devices that speak 3.1.1 and never see properties), ``never`` only as
+    properties (MQTT 5 only).
     """
 
     event: str = Field(min_length=1)
     topic: str
     retain: bool = False
     reply: bool = True
+    reply_envelope: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("topic")
     @classmethod
@@ -455,6 +464,12 @@ class SocketioToMqttRouteConfig(_RouteConfig):
                 )
         return v
 
+    @model_validator(mode="after")
+    def _envelope_needs_reply(self) -> SocketioToMqttRouteConfig:
+        if self.reply_envelope != "auto" and not self.reply:
+            raise ValueError("reply_envelope needs reply: true")
+        return self
+
 
 class MqttToSocketioRouteConfig(_RouteConfig):
     """``mqtt_to_socketio`` route: MQTT topic pattern -> Socket.IO event.
@@ -462,6 +477,11 @@ class MqttToSocketioRouteConfig(_RouteConfig):
     ``event`` may use the pattern's captures and ``{namespace}``; ``reply_topic`` also
     ``{event}`` (the emitted name) when no capture is called ``event``. ``allow_events``
     (exact names/globs) limits the events; ``None`` allows every non-reserved name.
+    ``retained: ignore`` (the default) acknowledges and skips messages the broker delivers with
+    the retain flag, i.e. replayed from its store when the gateway subscribes (at every start and
+    reconnect), so a retained command is not executed again and again; live messages are
+    delivered whatever their publisher's retain flag. ``deliver`` emits the replayed ones too
+    (state topics whose last value the server wants at start).
     """
 
     topic: str
@@ -473,6 +493,7 @@ class MqttToSocketioRouteConfig(_RouteConfig):
     allow_events: list[str] | None = None
     retries: int = Field(default=0, ge=0)
     message_id: bool = False
+    retained: Literal["deliver", "ignore"] = "ignore"
 
     @field_validator("topic")
     @classmethod
@@ -616,6 +637,13 @@ class GatewayConfig(BaseSettings):
                         f"{seen[route.name]}"
                     )
                 seen[route.name] = key
+        if self.mqtt.protocol == "3.1.1":
+            for i, out in enumerate(self.socketio_to_mqtt):
+                if out.reply_envelope == "never":
+                    raise ValueError(
+                        f"socketio_to_mqtt[{i}].reply_envelope: 'never' needs mqtt.protocol 5 "
+                        f"(MQTT 3.1.1 has no properties: the device would get no reply address)"
+                    )
         return self
 
 

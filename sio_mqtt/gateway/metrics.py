@@ -17,7 +17,9 @@ Names (all prefixed ``sio_mqtt_``):
   ``stopping``, ...);
 * ``connected{side}``: 1 while ``mqtt`` / ``socketio`` is connected;
 * ``reconnects_total{side}``: connections re-established after a loss;
-* ``errors_total{kind}``: error reports (``refused``, ``payload``, ``template``, ``publish``, ...).
+* ``errors_total{kind}``: error reports (``refused``, ``payload``, ``template``, ``publish``, ...);
+* ``retained_ignored_total{route}``: retained messages a ``retained: ignore`` route skipped (not
+  an error: replayed by the broker at subscribe time, acknowledged, not emitted).
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ class GatewayMetrics:
             "sio_mqtt_reconnects", "Connections re-established after a loss", ["side"], registry=r
         )
         self.errors = Counter("sio_mqtt_errors", "Error reports by kind", ["kind"], registry=r)
+        self.retained_ignored_count = Counter(
+            "sio_mqtt_retained_ignored",
+            "Retained messages skipped by routes with retained: ignore",
+            ["route"],
+            registry=r,
+        )
         for side in ("mqtt", "socketio"):
             self.connected.labels(side).set(0)
             self.reconnects.labels(side)
@@ -106,6 +114,9 @@ class GatewayMetrics:
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
+
+    def retained_ignored(self, route: str) -> None:
+        self.retained_ignored_count.labels(route).inc()
 
     def set_connected(self, side: str, connected: bool) -> None:
         self.connected.labels(side).set(1 if connected else 0)

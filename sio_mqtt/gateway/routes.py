@@ -21,6 +21,10 @@ Conventions (also documented in ``config/gateway.yaml``):
   value, ``/``, ``+``, ``#``, NUL and other control characters (and unencodable lone surrogates) are
   replaced by ``_``; an empty value becomes ``_``; a value that would start the topic with ``$``
   gets its ``$`` replaced by ``_``. Literal parts of the template are kept as written.
+  ``strict`` (``mqtt.topic_safe: strict``) also replaces ``.`` and ``*``: RabbitMQ's MQTT plugin
+  maps ``.`` to ``/`` and ``*`` to ``+`` (its AMQP topic syntax), so a value with a dot would
+  change the topic's levels there. An object or array value is refused (:class:`TemplateError`):
+  JSON text in a topic level is never what a subscriber filters on.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "PatternError",
     "PayloadError",
     "PayloadMode",
+    "ReplyEnvelope",
     "RouteRefused",
     "RouteTable",
     "SocketioToMqttRoute",
@@ -64,6 +69,9 @@ RESERVED_EVENTS: frozenset[str] = frozenset(
 )
 
 PayloadMode = Literal["auto", "json", "text", "binary"]
+#: ``socketio_to_mqtt[].reply_envelope``: when a server ack request carries its reply address
+#: in a JSON envelope (``auto``: on MQTT 3.1.1 only)
+ReplyEnvelope = Literal["auto", "always", "never"]
 
 #: Key of the object that stands for binary data inside a JSON payload.
 BINARY_KEY = "_binary_b64"
@@ -74,6 +82,9 @@ _ARG_RE = re.compile(r"arg([0-9]+)\Z")
 # Characters replaced in substituted topic values: level separator, wildcards, NUL, C0/C1
 # controls and DEL (MQTT forbids NUL; brokers such as Mosquitto reject the controls too).
 _UNSAFE_TOPIC_CHARS = re.compile(r"[/+#\x00-\x1f\x7f-\x9f]")
+# ``strict``: also what brokers with an AMQP-style topic syntax rewrite (RabbitMQ: ``.`` -> ``/``,
+# ``*`` -> ``+``)
+_UNSAFE_TOPIC_CHARS_STRICT = re.compile(r"[/+#.*\x00-\x1f\x7f-\x9f]")
 
 
 class PatternError(ValueError):
@@ -219,11 +230,11 @@ class Placeholder:
 _MISSING = object()
 
 
-def sanitize_topic_value(value: str) -> str:
+def sanitize_topic_value(value: str, strict: bool = False) -> str:
     """Make ``value`` safe as (part of) one topic level: see the module docstring."""
     if value == "":
         return "_"
-    value = _UNSAFE_TOPIC_CHARS.sub("_", value)
+    value = (_UNSAFE_TOPIC_CHARS_STRICT if strict else _UNSAFE_TOPIC_CHARS).sub("_", value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -360,16 +371,25 @@ class Template:
         values: Mapping[str, Any],
         sanitize_topic: bool = False,
         args: Sequence[Any] | None = None,
+        strict: bool = False,
     ) -> str:
-        """Substitute the placeholders; raises :class:`TemplateError` if a value is missing."""
+        """Substitute the placeholders; raises :class:`TemplateError` if a value is missing
+        (or, for a topic, is an object or an array). ``strict``: see the module docstring."""
         out: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            text = _to_text(self._lookup(part, values, args))
+            value = self._lookup(part, values, args)
+            if sanitize_topic and isinstance(value, (Mapping, list, tuple)):
+                raise TemplateError(
+                    f"{part.text} in {self.template!r} is {_describe(value)}; a topic value "
+                    f"must be a string, a number or a boolean (name one of its keys or "
+                    f"indices: {part.text[:-1]}.<key>}})"
+                )
+            text = _to_text(value)
             if sanitize_topic:
-                text = sanitize_topic_value(text)
+                text = sanitize_topic_value(text, strict)
                 if not out and text.startswith("$"):
                     text = "_" + text[1:]
             out.append(text)
@@ -530,6 +550,7 @@ class MqttToSocketioRoute:
         "ack_timeout",
         "allow_events",
         "event_template",
+        "ignore_retained",
         "name",
         "namespace",
         "pattern",
@@ -538,6 +559,7 @@ class MqttToSocketioRoute:
         "reply_template",
         "retries",
         "spread",
+        "strict_topics",
     )
 
     def __init__(
@@ -555,6 +577,8 @@ class MqttToSocketioRoute:
         spread: bool = False,
         allow_events: Sequence[str] | None = None,
         retries: int = 0,
+        retained: Literal["deliver", "ignore"] = "ignore",
+        strict_topics: bool = False,
     ) -> None:
         self.name = name
         self.pattern = pattern if isinstance(pattern, TopicPattern) else TopicPattern(pattern)
@@ -574,9 +598,15 @@ class MqttToSocketioRoute:
             None if allow_events is None else EventMatcher(allow_events)
         )
         self.retries = retries
+        #: ``retained: ignore``: a message the broker flags retained (replayed because the
+        #: gateway subscribed, not published live) is acknowledged and not emitted
+        self.ignore_retained = retained == "ignore"
+        self.strict_topics = strict_topics
 
     @classmethod
-    def from_config(cls, rc: MqttToSocketioRouteConfig, name: str) -> MqttToSocketioRoute:
+    def from_config(
+        cls, rc: MqttToSocketioRouteConfig, name: str, strict_topics: bool = False
+    ) -> MqttToSocketioRoute:
         return cls(
             name=name,
             pattern=rc.topic,
@@ -590,6 +620,8 @@ class MqttToSocketioRoute:
             spread=rc.spread,
             allow_events=rc.allow_events,
             retries=rc.retries,
+            retained=rc.retained,
+            strict_topics=strict_topics,
         )
 
     def match(self, topic: str) -> dict[str, str] | None:
@@ -625,7 +657,11 @@ class MqttToSocketioRoute:
         if event is not None:
             values["event"] = event
         values.update(captures)
-        return self.reply_template.render(values, sanitize_topic=True)
+        return self.reply_template.render(values, sanitize_topic=True, strict=self.strict_topics)
+
+    def takes(self, retained: bool) -> bool:
+        """Whether a message with the broker's retain flag ``retained`` is emitted."""
+        return not (retained and self.ignore_retained)
 
     def __repr__(self) -> str:
         return f"MqttToSocketioRoute(name={self.name!r}, topic={self.pattern.pattern!r})"
@@ -642,7 +678,9 @@ class SocketioToMqttRoute:
         "namespace",
         "qos",
         "reply",
+        "reply_envelope",
         "retain",
+        "strict_topics",
         "topic_template",
     )
 
@@ -657,6 +695,8 @@ class SocketioToMqttRoute:
         retain: bool = False,
         ack_timeout: float = 5.0,
         reply: bool = True,
+        reply_envelope: ReplyEnvelope = "auto",
+        strict_topics: bool = False,
     ) -> None:
         self.name = name
         self.event = event
@@ -667,9 +707,13 @@ class SocketioToMqttRoute:
         self.retain = retain
         self.ack_timeout = ack_timeout
         self.reply = reply
+        self.reply_envelope: ReplyEnvelope = reply_envelope
+        self.strict_topics = strict_topics
 
     @classmethod
-    def from_config(cls, rc: SocketioToMqttRouteConfig, name: str) -> SocketioToMqttRoute:
+    def from_config(
+        cls, rc: SocketioToMqttRouteConfig, name: str, strict_topics: bool = False
+    ) -> SocketioToMqttRoute:
         return cls(
             name=name,
             event=rc.event,
@@ -679,6 +723,8 @@ class SocketioToMqttRoute:
             retain=rc.retain,
             ack_timeout=rc.ack_timeout,
             reply=rc.reply,
+            reply_envelope=rc.reply_envelope,
+            strict_topics=strict_topics,
         )
 
     def matches(self, namespace: str, event: str) -> bool:
@@ -687,8 +733,30 @@ class SocketioToMqttRoute:
     def topic_for(self, namespace: str, event: str, args: Sequence[Any]) -> str:
         """The sanitised MQTT topic; raises :class:`TemplateError` if a value is missing."""
         return self.topic_template.render(
-            {"namespace": namespace, "event": event}, sanitize_topic=True, args=args
+            {"namespace": namespace, "event": event},
+            sanitize_topic=True,
+            args=args,
+            strict=self.strict_topics,
         )
+
+    def uses_envelope(self, v5: bool) -> bool:
+        """Whether a server ack request goes out as the JSON envelope carrying its reply
+        address (``auto``: only on MQTT 3.1.1, where there are no properties to carry it)."""
+        if self.reply_envelope == "auto":
+            return not v5
+        return self.reply_envelope == "always"
+
+    def request_payload(
+        self, args: Sequence[Any], reply_to: str, correlation: str, v5: bool
+    ) -> bytes:
+        """The payload of a server ack request: the envelope
+        ``{"reply_to", "correlation", "args"}`` (see :meth:`uses_envelope`), else the plain
+        payload (the reply address then travels as MQTT 5 Response Topic + Correlation Data).
+        Raises :class:`PayloadError` like :func:`encode_mqtt_payload`."""
+        if self.uses_envelope(v5):
+            envelope = {"reply_to": reply_to, "correlation": correlation, "args": list(args)}
+            return encode_mqtt_payload([envelope])
+        return encode_mqtt_payload(args)
 
     def __repr__(self) -> str:
         return (
@@ -715,12 +783,13 @@ class RouteTable:
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig) -> RouteTable:
+        strict = cfg.mqtt.topic_safe == "strict"
         inbound = [
-            MqttToSocketioRoute.from_config(rc, rc.name or f"mqtt_to_socketio[{i}]")
+            MqttToSocketioRoute.from_config(rc, rc.name or f"mqtt_to_socketio[{i}]", strict)
             for i, rc in enumerate(cfg.mqtt_to_socketio)
         ]
         outbound = [
-            SocketioToMqttRoute.from_config(rc, rc.name or f"socketio_to_mqtt[{i}]")
+            SocketioToMqttRoute.from_config(rc, rc.name or f"socketio_to_mqtt[{i}]", strict)
             for i, rc in enumerate(cfg.socketio_to_mqtt)
         ]
         return cls(inbound, outbound, cfg.mqtt.shared_group)

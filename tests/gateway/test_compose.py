@@ -240,8 +240,8 @@ def test_compose_config_points_at_the_compose_services(compose: dict[str, Any]) 
 
 
 def test_compose_routes_match_the_demo_config(compose: dict[str, Any]) -> None:
-    """The demo profile's device and server speak config/demo.yaml's routes."""
-    demo = load_config(ROOT / "config" / "demo.yaml")
+    """The demo profile's device and server speak sio_mqtt/demo/demo.yaml's routes."""
+    demo = load_config(ROOT / "sio_mqtt" / "demo" / "demo.yaml")
     cfg = resolved_config(compose)
     assert [r.model_dump() for r in cfg.socketio_to_mqtt] == [
         r.model_dump() for r in demo.socketio_to_mqtt

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,12 +45,16 @@ def _kill_pids(text: str) -> None:
             pass
 
 
-def run_demo(*extra: str) -> tuple[int, str]:
+def run_demo(*extra: str, cwd: Path = ROOT, pythonpath: Path | None = None) -> tuple[int, str]:
+    """The demo for ``DURATION`` s; ``pythonpath``: import ``sio_mqtt`` from there (an installed
+    copy) instead of this checkout."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIO_MQTT_")}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     argv = [sys.executable, "-m", "sio_mqtt.cli", "demo", "--duration", str(DURATION), *extra]
     proc = subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -132,3 +138,67 @@ def test_demo_cleans_up_after_a_start_error(tmp_path: Path) -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], out
+
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """The wheel of a copy of the sources (building in the checkout would leave build/ there),
+    offline: setuptools and wheel come from the test extra."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(
+        ROOT / "sio_mqtt", src / "sio_mqtt", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    out = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = out.glob("sio_mqtt-*.whl")
+    return wheel
+
+
+def test_demo_from_an_installed_wheel(tmp_path: Path) -> None:
+    """``pip install`` (not editable) + ``sio-mqtt demo`` away from any checkout: the demo finds
+    its packaged config and the whole loop runs (dependencies from this venv)."""
+    wheel = _build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    assert {"sio_mqtt/demo/demo.yaml", "sio_mqtt/demo/__main__.py", "sio_mqtt/py.typed"} <= names
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=120,
+    )
+    elsewhere = tmp_path / "cwd"  # no config/ directory around
+    elsewhere.mkdir()
+    extra = [] if find_mosquitto() is not None else ["--no-mosquitto"]
+    code, out = run_demo(*extra, cwd=elsewhere, pythonpath=site)
+    check_common(code, out)
+    assert f"gateway config: {site / 'sio_mqtt' / 'demo' / 'demo.yaml'}" in out, out
+
+
+def test_make_demo_installs_only_the_demo_extra(tmp_path: Path) -> None:
+    """``make demo`` on a fresh clone installs the package with the demo extra alone (no test,
+    lint or benchmark tools such as matplotlib); ``make test`` installs everything."""
+    venv = tmp_path / "venv"
+
+    def installs(target: str) -> list[str]:
+        dry = subprocess.run(
+            ["make", "-n", "-B", target, f"VENV={venv}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return [line for line in dry.stdout.splitlines() if "pip install" in line]
+
+    assert installs("demo") == [f"{venv}/bin/python -m pip install -q -e '.[demo]'"]
+    (full,) = installs("install")
+    assert all(extra in full for extra in ("test", "bench", "demo")), full

@@ -110,15 +110,15 @@ mqtt_to_socketio:
     )
 
 
-@pytest.mark.parametrize("name", ["gateway.yaml", "demo.yaml"])
-def test_shipped_configs_load(name: str) -> None:
-    cfg = load_config(REPO / "config" / name)
+@pytest.mark.parametrize("path", ["config/gateway.yaml", "sio_mqtt/demo/demo.yaml"])
+def test_shipped_configs_load(path: str) -> None:
+    cfg = load_config(REPO / path)
     assert cfg.mqtt_to_socketio and cfg.socketio_to_mqtt
     assert all_namespaces(cfg) == ["/"]
 
 
 def test_demo_config_contents() -> None:
-    cfg = load_config(REPO / "config" / "demo.yaml")
+    cfg = load_config(REPO / "sio_mqtt" / "demo" / "demo.yaml")
     assert cfg.socketio.url == "http://127.0.0.1:3000"
     assert cfg.http.port == 9080 and cfg.mqtt.base_topic == "sio-mqtt"
     topics = {r.event: r.topic for r in cfg.socketio_to_mqtt}
@@ -491,6 +491,29 @@ def test_top_level_not_mapping(tmp_path: Path) -> None:
             "mqtt_to_socketio: [{topic: 'a/{event}', name: n}, {topic: 'b/{event}', name: n}]\n",
             "mqtt_to_socketio[1].name",
             "already used",
+        ),
+        (
+            "mqtt_to_socketio: [{topic: 'a/{event}', retained: keep}]\n",
+            "mqtt_to_socketio[0].retained",
+            "'deliver' or 'ignore'",
+        ),
+        ("mqtt: {topic_safe: loose}\n", "mqtt.topic_safe", "'standard' or 'strict'"),
+        (
+            "socketio_to_mqtt: [{event: a, topic: t, reply_envelope: sometimes}]\n",
+            "socketio_to_mqtt[0].reply_envelope",
+            "'auto', 'always' or 'never'",
+        ),
+        (
+            "socketio_to_mqtt: [{event: a, topic: t, reply: false, reply_envelope: always}]\n",
+            "socketio_to_mqtt[0]",
+            "reply_envelope needs reply: true",
+        ),
+        (
+            "mqtt: {protocol: '3.1.1'}\n"
+            "socketio_to_mqtt: [{event: a, topic: t}, {event: b, topic: u, "
+            "reply_envelope: never}]\n",
+            "socketio_to_mqtt[1].reply_envelope",
+            "'never' needs mqtt.protocol 5",
         ),
     ],
 )

@@ -152,6 +152,14 @@ def test_template_basic_and_dotted_paths() -> None:
     assert Template("{{lit}}-{x}").render({"x": "v"}) == "{lit}-v"
 
 
+def test_topic_object_value_message_names_the_placeholder() -> None:
+    t = Template("t/{arg0.meta}")
+    with pytest.raises(TemplateError, match=r"\{arg0.meta\} in 't/\{arg0.meta\}' is an object"):
+        t.render({}, sanitize_topic=True, args=[{"meta": {"a": 1}}])
+    with pytest.raises(TemplateError, match=r"is an array of 2.*\{arg0.<key>\}"):
+        Template("t/{arg0}").render({}, sanitize_topic=True, args=[[1, 2]])
+
+
 def test_template_sanitize() -> None:
     t = Template("sio/{namespace}/{event}/{arg0.device}")
     out = t.render(
@@ -198,29 +206,70 @@ _values = st.one_of(
     st.integers(),
     st.booleans(),
     st.floats(allow_nan=False),
-    st.lists(st.text(max_size=3), max_size=3),
-    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
     st.binary(max_size=8),
 )
+_containers = st.one_of(
+    st.lists(st.text(max_size=3), max_size=3),
+    st.tuples(st.integers()),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+# what brokers read as structure: MQTT itself, plus RabbitMQ's AMQP-style rewrite of '.' and '*'
+_STRUCTURE = {"/", "+", "#", "\x00"}
+_STRUCTURE_STRICT = _STRUCTURE | {".", "*"}
 
 
 @settings(max_examples=300)
-@given(st.lists(_values, min_size=3, max_size=3), st.text(max_size=10), st.text(max_size=10))
-def test_sanitized_topic_property(args: list[Any], event: str, ns: str) -> None:
+@given(
+    st.lists(_values, min_size=3, max_size=3),
+    st.text(max_size=10),
+    st.text(max_size=10),
+    st.booleans(),
+)
+def test_sanitized_topic_property(args: list[Any], event: str, ns: str, strict: bool) -> None:
     t = Template("{event}/x/{namespace}/{arg0}{arg1}/{arg2}")
-    out = t.render({"event": event, "namespace": ns}, sanitize_topic=True, args=args)
+    out = t.render({"event": event, "namespace": ns}, sanitize_topic=True, args=args, strict=strict)
     levels = out.split("/")
     assert len(levels) == 5  # values never create new levels
     assert all(levels), out  # never empty levels
     assert "+" not in out and "#" not in out and "\x00" not in out
     assert not out.startswith("$")
+    if strict:  # a broker that maps '.' to '/' sees the same 5 levels (x is the only literal)
+        assert "." not in out and "*" not in out
     out.encode("utf-8")  # always encodable
 
 
 @given(st.text())
 def test_sanitize_value_property(value: str) -> None:
     s = sanitize_topic_value(value)
-    assert s and not (set(s) & {"/", "+", "#", "\x00"})
+    assert s and not (set(s) & _STRUCTURE)
+    assert s == sanitize_topic_value(s)  # idempotent
+
+
+@given(st.text())
+def test_sanitize_value_strict_property(value: str) -> None:
+    strict = sanitize_topic_value(value, strict=True)
+    assert strict and not (set(strict) & _STRUCTURE_STRICT)
+    assert len(strict) == len(sanitize_topic_value(value))  # one character for one
+    # strict only differs where the value has '.' or '*'
+    assert strict == sanitize_topic_value(value).replace(".", "_").replace("*", "_")
+
+
+def test_sanitize_strict_examples() -> None:
+    assert sanitize_topic_value("fw.v1.2*") == "fw.v1.2*"
+    assert sanitize_topic_value("fw.v1.2*", strict=True) == "fw_v1_2_"
+    t = Template("lit.x/{arg0}")
+    assert t.render({}, sanitize_topic=True, args=["a.b"], strict=True) == "lit.x/a_b"  # literal
+
+
+@settings(max_examples=100)
+@given(_containers, st.sampled_from(["{arg0}", "a/{arg0}/b", "a/{arg1.k}"]), st.booleans())
+def test_object_and_array_values_refused_in_topics(value: Any, tpl: str, strict: bool) -> None:
+    args = [value, {"k": value}]
+    with pytest.raises(TemplateError) as err:
+        Template(tpl).render({}, sanitize_topic=True, args=args, strict=strict)
+    assert tpl in str(err.value) and "must be a string, a number or a boolean" in str(err.value)
+    # outside topics (no sanitising) the JSON text is still what a value renders as
+    Template(tpl).render({}, args=args)
 
 
 # ---------------------------------------------------------------------------------- mqtt -> sio
@@ -446,6 +495,64 @@ def test_route_table() -> None:
     # cached results are the same
     assert table.outbound_for("/", "telemetry") is table.outbound_for("/", "telemetry")
     assert table.namespaces() == ["/", "/admin"]
+
+
+def test_retained_default_ignore_and_deliver() -> None:
+    cfg = _cfg()
+    table = RouteTable.from_config(cfg)
+    assert all(r.ignore_retained for r in table.inbound)  # the default: ignore
+    r = table.inbound[0]
+    assert r.takes(retained=False) and not r.takes(retained=True)
+    cfg = config_from_mapping(
+        {
+            "socketio": {"url": "http://h"},
+            "mqtt_to_socketio": [{"topic": "s/{event}", "retained": "deliver"}],
+        }
+    )
+    (d,) = RouteTable.from_config(cfg).inbound
+    assert d.takes(retained=True) and d.takes(retained=False)
+
+
+def test_topic_safe_strict_reaches_every_topic() -> None:
+    data = {
+        "socketio": {"url": "http://h"},
+        "mqtt": {"topic_safe": "strict"},
+        "mqtt_to_socketio": [
+            {"topic": "d/{device}/{event}", "ack": True, "reply_topic": "d/{device}/r/{event}"}
+        ],
+        "socketio_to_mqtt": [{"event": "*", "topic": "t/{event}/{arg0}"}],
+    }
+    table = RouteTable.from_config(config_from_mapping(data))
+    (inb,), (out,) = table.inbound, table.outbound
+    assert out.topic_for("/", "sensor.temp", ["a*b"]) == "t/sensor_temp/a_b"
+    assert inb.reply_topic_for({"device": "x.y", "event": "e*"}) == "d/x_y/r/e_"
+    data["mqtt"] = {}
+    table = RouteTable.from_config(config_from_mapping(data))
+    assert table.outbound[0].topic_for("/", "sensor.temp", ["a*b"]) == "t/sensor.temp/a*b"
+
+
+@pytest.mark.parametrize(
+    ("envelope", "v5", "wrapped"),
+    [
+        ("auto", True, False),
+        ("auto", False, True),
+        ("always", True, True),
+        ("always", False, True),
+        ("never", True, False),
+    ],
+)
+def test_reply_envelope(envelope: Any, v5: bool, wrapped: bool) -> None:
+    r = SocketioToMqttRoute(name="a", event="ask", topic="t", reply_envelope=envelope)
+    assert r.uses_envelope(v5) is wrapped
+    payload = json.loads(r.request_payload([{"q": 1}, b"\x01"], "gw/reply/i/7", "7", v5))
+    if wrapped:
+        assert payload == {
+            "reply_to": "gw/reply/i/7",
+            "correlation": "7",
+            "args": [{"q": 1}, {"_binary_b64": "AQ=="}],
+        }
+    else:
+        assert payload == [{"q": 1}, {"_binary_b64": "AQ=="}]
 
 
 def test_route_table_shared_group() -> None:

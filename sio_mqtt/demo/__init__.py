@@ -10,7 +10,8 @@ process in its own process group:
 2. a demo Socket.IO server (python-socketio + uvicorn, ``python -m sio_mqtt.demo server``) that
    emits ``telemetry`` events, answers device commands with an ack and asks device ``d1`` a
    question with an ack request (``ask_device``);
-3. the gateway, ``sio-mqtt run -c <tmp>.yaml`` with ``config/demo.yaml`` and the chosen ports;
+3. the gateway, ``sio-mqtt run -c <tmp>.yaml`` with ``demo.yaml`` (package data, next to this
+   module) and the chosen ports;
 
 and then (4) a simulated device (a paho-mqtt client in this process) that prints the telemetry it
 receives, publishes commands and prints the ack replies on its reply topic, and answers the
@@ -32,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import importlib
+import importlib.util
 import itertools
 import json
 import os
@@ -62,10 +64,15 @@ __all__ = ["DemoError", "gateway_config", "main"]
 
 HOST = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parent
-# config/demo.yaml next to the package (a source checkout, `pip install -e`), else in the cwd
-CONFIG_CANDIDATES = (PACKAGE_DIR.parent / "config" / "demo.yaml", Path("config", "demo.yaml"))
+#: where ``sio_mqtt`` is imported from: the children's PYTHONPATH starts with it
+IMPORT_ROOT = PACKAGE_DIR.parents[1]
+#: the demo's gateway config: package data (sio_mqtt/demo/demo.yaml), so the demo works from an
+#: installed package (``pip install 'sio-mqtt[demo]'``) as well as from a checkout
+DEFAULT_CONFIG = PACKAGE_DIR / "demo.yaml"
+#: what the demo needs beyond the gateway's own dependencies (the ``demo`` extra)
+DEMO_EXTRA_HINT = "pip install 'sio-mqtt[demo]' (from a checkout: pip install '.[demo]')"
 
-# Topics and events of the demo; they must match the routes of config/demo.yaml.
+# Topics and events of the demo; they must match the routes of demo.yaml.
 DEVICE_ID = "d1"
 TELEMETRY_DEVICES = ("d1", "d2")
 TELEMETRY_FILTER = "demo/telemetry/+"  # socketio_to_mqtt "telemetry": demo/telemetry/{arg0.device}
@@ -329,7 +336,7 @@ def _child_env() -> dict[str, str]:
     whole truth), unbuffered output, and this package importable even when not installed."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIO_MQTT_")}
     env["PYTHONUNBUFFERED"] = "1"
-    root = str(PACKAGE_DIR.parent)
+    root = str(IMPORT_ROOT)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -371,7 +378,7 @@ def gateway_config(
     protocol: int | str | None = None,
     log_level: str | None = None,
 ) -> dict[str, Any]:
-    """``source`` (config/demo.yaml) with the demo's ports filled in, as a plain mapping."""
+    """``source`` (demo.yaml) with the demo's ports filled in, as a plain mapping."""
     with open(source, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
@@ -665,7 +672,7 @@ def run_server(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(
             f"error: the demo server needs python-socketio and uvicorn ({exc}); "
-            "install them with: pip install 'sio-mqtt[demo]'",
+            f"install them with: {DEMO_EXTRA_HINT}",
             file=sys.stderr,
         )
         return 1
@@ -766,14 +773,17 @@ def run_device(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    if args.config:
-        config_path = Path(args.config)
-    else:
-        config_path = next((p for p in CONFIG_CANDIDATES if p.is_file()), CONFIG_CANDIDATES[-1])
+    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     if not config_path.is_file():
+        where = "" if args.config else " (package data missing: reinstall sio-mqtt)"
+        print(f"error: demo config {config_path} not found{where}", file=sys.stderr)
+        return 2
+    needed = {"socketio": "python-socketio", "uvicorn": "uvicorn"}  # module -> distribution
+    missing = [dist for mod, dist in needed.items() if importlib.util.find_spec(mod) is None]
+    if missing:
         print(
-            f"error: demo config {config_path} not found: run the demo from a checkout of "
-            "sio-mqtt or pass --config FILE (e.g. config/demo.yaml of the repository)",
+            f"error: the demo's Socket.IO server needs {' and '.join(missing)} (the demo extra): "
+            f"install it with\n  {DEMO_EXTRA_HINT}",
             file=sys.stderr,
         )
         return 2
@@ -782,7 +792,7 @@ def run_demo(args: argparse.Namespace) -> int:
         why = "--no-mosquitto given" if args.no_mosquitto else "mosquitto is not installed"
         print(
             f"error: {why} and the pure-Python broker (amqtt) is missing: install it with\n"
-            "  pip install -e '.[demo]'   (or install mosquitto: sudo apt-get install mosquitto)",
+            f"  {DEMO_EXTRA_HINT}\n  (or install mosquitto: sudo apt-get install mosquitto)",
             file=sys.stderr,
         )
         return 2
@@ -844,7 +854,7 @@ def run_demo(args: argparse.Namespace) -> int:
         say("demo", f"Socket.IO server: http://{HOST}:{sio_port} (pid {server.pid})")
         _wait_for(_port_open(HOST, sio_port), server, "the Socket.IO server", START_TIMEOUT, stop)
 
-        # 3. the gateway's configuration: config/demo.yaml with the chosen ports
+        # 3. the gateway's configuration: demo.yaml (or --config) with the chosen ports
         http_port = free_port()
         data = gateway_config(
             config_path,
@@ -881,6 +891,7 @@ def run_demo(args: argparse.Namespace) -> int:
             formatter=_gateway_line,
         )
         children.append(gateway.start())
+        say("demo", f"gateway config: {config_path} with the ports above")
         say("demo", f"gateway: sio-mqtt run -c {gw_conf} (pid {gateway.pid})")
         ready_url = f"http://{HOST}:{http_port}/readyz"
         _wait_for(_http_ok(ready_url), gateway, "the gateway", READY_TIMEOUT, stop)
@@ -930,7 +941,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="sio-mqtt demo",
         description=(
             "Run the gateway end to end locally: an MQTT broker, a demo Socket.IO server, the "
-            "gateway (config/demo.yaml) and a simulated device, printing the traffic until Ctrl-C."
+            "gateway (the packaged demo.yaml) and a simulated device, printing the traffic until "
+            "Ctrl-C."
         ),
     )
     parser.add_argument(
@@ -940,7 +952,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-mosquitto", action="store_true", help="use the pure-Python broker (amqtt)"
     )
     parser.add_argument(
-        "--config", help="gateway config to start from (default: config/demo.yaml of the checkout)"
+        "--config", help=f"gateway config to start from (default: {DEFAULT_CONFIG})"
     )
     parser.add_argument(
         "--gateway-log-level", default="INFO", help="the gateway's log level (default INFO)"
@@ -981,7 +993,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "broker":
         return run_broker(args)
     return run_demo(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
