@@ -121,13 +121,13 @@ class EngineIOClient:
 
     @property
     def writable(self) -> bool:
-        """True when a write goes out now: the websocket is up, or polling has no POST in
-        flight and no upgrade pause (the reference client's ``transport.writable``)."""
+        """True when a write goes out now: the websocket is up, or polling has nothing queued,
+        no POST in flight and no upgrade pause (the reference client's ``transport.writable``)."""
         if self.session.closed or self.session.handshake is None:
             return False
         if self._ws is not None:
             return True
-        return not self._post_in_flight and not self._paused
+        return not self._post_in_flight and not self._paused and not self._queue
 
     @property
     def max_payload(self) -> int:

@@ -298,3 +298,19 @@ def test_reconnect_set_false_before_a_loss_means_no_reconnection(
     client.emit("close_transport")
     rec.wait("reconnect")
     wait_until(lambda: client.connected, 5, "reconnected")
+
+
+def test_disconnect_while_opening_is_no_connect_error(
+    node_server: Callable[..., NodeServer], clients: list[Client], mode: tuple[str, ...]
+) -> None:
+    """The reference's "doesn't fire an error event if we force disconnect in opening state"."""
+    server = node_server()
+    for _ in range(5):
+        client = Client(server.url, transports=mode, **FAST)
+        clients.append(client)
+        rec = recorded(client)
+        client.connect(wait=False)
+        client.disconnect()
+        wait_until(lambda: not client_threads(), 5, "threads to end")
+        assert rec.get("connect_error") == [] and rec.get("reconnect_attempt") == []
+        assert not client.connected and not client.active
