@@ -127,13 +127,13 @@ class EngineIOClient:
 
     @property
     def writable(self) -> bool:
-        """True when a write goes out now: the websocket is up, or polling has no POST in
-        flight and no upgrade pause (the reference client's ``transport.writable``)."""
+        """True when a write goes out now: the websocket is up, or polling has nothing queued,
+        no POST in flight and no upgrade pause (the reference client's ``transport.writable``)."""
         if self.session.closed or self.session.handshake is None:
             return False
         if self._ws is not None:
             return True
-        return not self._post_in_flight and not self._paused
+        return not self._post_in_flight and not self._paused and not self._queue
 
     @property
     def max_payload(self) -> int:
@@ -552,7 +552,7 @@ class EngineIOClient:
         except (TransportError, TimeoutError, OSError, BadPollBody):
             log.debug("could not send CLOSE", exc_info=True)
 
-    def _post_close(self, queued: Sequence[Packet], wait: float = 5.0) -> None:
+    def _post_close(self, queued: Sequence[Packet], wait: float = 1.0) -> None:
         """On polling: the queued packets, then CLOSE in a POST of its own, as the reference
         client does. In one body the server ends the session before it handles the packets
         before the CLOSE (a namespace DISCONNECT would count as "transport close")."""

@@ -240,8 +240,20 @@ class DispatchPool:
         self._counter = itertools.count(1)
 
     def acquire(self) -> None:
+        """Hold the pool; the first holder starts all its workers (a thread count that does
+        not depend on the load or the number of clients)."""
         with self._cond:
             self._refs += 1
+            missing = self.workers - len(self._threads)
+            new = [
+                threading.Thread(
+                    target=self._work, name=f"{self.name}-{next(self._counter)}", daemon=True
+                )
+                for _ in range(missing)
+            ]
+            self._threads.update(new)
+        for thread in new:
+            thread.start()
 
     def release(self) -> None:
         """The last release ends the workers once idle and waits briefly for them (not for

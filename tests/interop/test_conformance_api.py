@@ -3,6 +3,7 @@ listeners (incoming and outgoing), ``ack_timeout=`` and the at-least-once retry 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -12,6 +13,7 @@ from servers.procs import NodeServer
 from support import Recorder, client_threads, wait_until
 
 from sio_mqtt import AckTimeout, Client, NotConnectedError
+from sio_mqtt.engineio.transports.polling import PollingTransport
 
 MODES = {
     "upgrade": ("polling", "websocket"),
@@ -277,3 +279,52 @@ def test_call_in_retry_mode_waits_for_the_last_try(
         client.call("no_ack")  # bounded by the tries, not by one ack_timeout
     assert client.emit_with_ack("echo_ack", "ok", timeout=5).result(10) == "ok"
     assert [a for a in sent.wait("sent", 4) if a[0] == "no_ack"] == [("no_ack",)] * 3
+
+
+def test_a_volatile_emit_is_dropped_while_a_post_is_in_flight(
+    node_server: Callable[..., NodeServer],
+    clients: list[Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference's "discard a volatile packet when the pipe is not ready": on polling the
+    transport cannot write while a POST is in flight (the test holds that POST open)."""
+    server = node_server()
+    client = Client(server.url, namespace="/chat", transports=("polling",))
+    clients.append(client)
+    client.connect()
+    client.emit("reset_count")
+    assert client.call("get_count", timeout=5) == 0
+    in_flight = threading.Event()
+    release = threading.Event()
+    post = PollingTransport.post
+
+    def held_post(self: PollingTransport, body: str) -> None:
+        if '"count"' in body:
+            in_flight.set()
+            release.wait(10)
+        post(self, body)
+
+    monkeypatch.setattr(PollingTransport, "post", held_post)
+    try:
+        client.emit("count")
+        assert in_flight.wait(10)
+        client.emit("count", volatile=True)  # the pipe is busy: dropped
+        assert client.volatile_dropped == 1
+    finally:
+        release.set()
+    assert client.call("get_count", timeout=5) == 1
+
+
+def test_an_emit_after_disconnect_is_sent_on_the_next_connect(
+    node_server: Callable[..., NodeServer], clients: list[Client], mode: tuple[str, ...]
+) -> None:
+    """The reference's "should not discard an unsent ack"."""
+    server = node_server()
+    client = Client(server.url, transports=mode)
+    clients.append(client)
+    client.connect()
+    client.disconnect()
+    future = client.emit_with_ack("echo_ack", "a")  # buffered
+    assert client.buffered == 1
+    client.connect()
+    assert future.result(5) == "a"

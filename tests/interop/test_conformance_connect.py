@@ -298,3 +298,68 @@ def test_reconnect_set_false_before_a_loss_means_no_reconnection(
     client.emit("close_transport")
     rec.wait("reconnect")
     wait_until(lambda: client.connected, 5, "reconnected")
+
+
+def test_disconnect_while_opening_is_no_connect_error(
+    node_server: Callable[..., NodeServer], clients: list[Client], mode: tuple[str, ...]
+) -> None:
+    """The reference's "doesn't fire an error event if we force disconnect in opening state"."""
+    server = node_server()
+    for _ in range(5):
+        client = Client(server.url, transports=mode, **FAST)
+        clients.append(client)
+        rec = recorded(client)
+        client.connect(wait=False)
+        client.disconnect()
+        wait_until(lambda: not client_threads(), 5, "threads to end")
+        assert rec.get("connect_error") == [] and rec.get("reconnect_attempt") == []
+        assert not client.connected and not client.active
+
+
+def test_a_namespace_leaving_during_a_reconnection_does_not_stop_the_others(
+    node_server: Callable[..., NodeServer], clients: list[Client], mode: tuple[str, ...]
+) -> None:
+    """The reference's "should stop reconnecting on a socket and keep to reconnect on another"."""
+    server = node_server()
+    client = Client(server.url, transports=mode, **FAST)
+    clients.append(client)
+    chat = client.socket("/chat")
+    rec = recorded(client)
+    left = Recorder()
+    chat.on("connect", left.handler("connect"))
+    client.connect()
+    chat.connect()
+    left.wait("connect")
+    server.kill()
+    rec.wait("reconnect_error")  # reconnecting, the server still down
+    chat.disconnect()
+    server.start()
+    rec.wait("reconnect")
+    wait_until(lambda: client.connected, 5, "the main namespace back")
+    assert client.call("echo_ack", 1, timeout=5) == 1
+    assert not chat.connected and not chat.active
+    assert len(left.get("connect")) == 1  # chat did not come back
+
+
+def test_a_namespace_joining_a_failing_series_shares_it(clients: list[Client]) -> None:
+    """The reference's "should still try to reconnect twice after opening another socket
+    asynchronously": the second namespace joins the series, which still gives up after 2."""
+    client = Client(
+        dead_url(),
+        max_reconnect_attempts=2,
+        reconnect_delay=0.3,
+        reconnect_delay_max=0.3,
+        randomization_factor=0,
+    )
+    clients.append(client)
+    rec = recorded(client)
+    chat = client.socket("/chat")
+    chat_rec = recorded(chat)
+    client.connect(wait=False)
+    rec.wait("reconnect_attempt")
+    chat.connect(wait=False)
+    rec.wait("reconnect_failed")
+    chat_rec.wait("reconnect_failed")
+    wait_until(lambda: not client_threads(), 5, "threads to end")
+    assert [n for (n,) in rec.get("reconnect_attempt")] == [1, 2]
+    assert not client.active and not chat.active

@@ -57,7 +57,9 @@ from servers.hostile_cases import HANDSHAKE_CASES, PARSE_ERROR_CASES
 from support import client_threads, wait_until
 
 from sio_mqtt import Client
+from sio_mqtt.engineio.loop import shared_loop
 from sio_mqtt.socketio.client import RECONNECTABLE
+from sio_mqtt.socketio.dispatcher import shared_pool
 
 TRANSPORTS = ("websocket", "polling")
 TARGET = 100_000  # hypothesis-generated packets the client read, both transports together
@@ -77,7 +79,9 @@ WINDOW = 24
 MAX_OBJECT_GROWTH = 25  # e.g. the last reconnect thread, a stored ConnectError
 MAX_GROWTH_IDLE = 256 * 1024  # after disconnect(): nothing of the window may stay
 MAX_GROWTH_CONNECTED = 4 * 1024 * 1024  # while connected (a websocket read buffer is ~1 MiB)
-MAX_CLIENT_THREADS = 5  # reader, writer, dispatcher, scheduler, reconnect
+# per process, not per connection: the I/O loop, the dispatcher pool, the handshake pool, plus
+# a polling session's reader, writer and upgrader
+MAX_CLIENT_THREADS = 1 + shared_pool().workers + shared_loop().blocking.workers + 3
 KILL = "a123"  # an Engine.IO packet of unknown type: "parse error" over either transport
 OPTIONS: dict[str, Any] = {
     "reconnect_delay": 0.001,
