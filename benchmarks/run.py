@@ -608,8 +608,12 @@ def main() -> int:
     }
     text = json.dumps(doc, indent=2, default=str)
     (out_dir / f"{stamp}.json").write_text(text)
-    # a many-sessions-only run keeps the full run's latest.json (BENCHMARKS.md cites both)
-    (out_dir / ("many_latest.json" if args.only == "many" else "latest.json")).write_text(text)
+    # a many-sessions- or devices-only run keeps the full run's latest.json (BENCHMARKS.md
+    # cites them all)
+    latest = {"many": "many_latest.json", "devices": "devices_latest.json"}.get(
+        args.only or "", "latest.json"
+    )
+    (out_dir / latest).write_text(text)
     try:
         if crows or grows:
             plot(str(out_dir / "latest.png"), crows, grows,
