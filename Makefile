@@ -4,11 +4,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 NODE_DIR := tests/servers/node
 PYTEST_ARGS ?=
+# pyproject allows paho-mqtt>=2.0,<3: the main venv gets the newest, this one the oldest, and
+# `make test` runs the gateway tests on both (paho_fast falls back to stock paho before 2.2)
+PAHO_OLDEST ?= 2.0.0
+VENV_PAHO   ?= .venv-paho-$(PAHO_OLDEST)
 
-.PHONY: help install node mosquitto lint typecheck test test-fast demo bench bench-smoke clean
+.PHONY: help install install-paho-oldest node mosquitto lint typecheck test test-fast \
+	test-paho-oldest demo bench bench-smoke clean
 
 help:
 	@echo "make test         install what the tests need, lint, type-check, run the whole suite"
+	@echo "                  (and the gateway tests again with the oldest allowed paho-mqtt)"
 	@echo "make demo         run the gateway end to end locally (broker, server, gateway, device)"
 	@echo "make bench        run the benchmark suite against the peers"
 	@echo "make bench-smoke  a few-seconds run of the benchmarks (keeps them from rotting)"
@@ -19,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@ $(VENV)/.installed-demo
 
 install: $(VENV)/.installed
+
+$(VENV_PAHO)/.installed: pyproject.toml
+	@test -x $(VENV_PAHO)/bin/python || $(PYTHON) -m venv $(VENV_PAHO)
+	$(VENV_PAHO)/bin/python -m pip install -q -e '.[test,demo]' 'paho-mqtt==$(PAHO_OLDEST)'
+	@touch $@
+
+install-paho-oldest: $(VENV_PAHO)/.installed
 
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
@@ -46,7 +59,14 @@ typecheck: install
 
 test: install node mosquitto lint typecheck
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-paho-oldest
 	$(PY) -m benchmarks.run --smoke
+
+# the gateway tests (real CLI, mosquitto, amqtt, Node server) with the oldest allowed paho; the
+# fast-path tests need paho's internals of 2.2 and are not run there (plain paho is used)
+test-paho-oldest: install-paho-oldest node mosquitto
+	$(VENV_PAHO)/bin/python -m pytest -q tests/gateway tests/unit/test_paho_versions.py \
+		--ignore=tests/gateway/test_paho_fast_broker.py $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
@@ -69,4 +89,4 @@ bench-smoke: install node mosquitto
 	$(PY) -m benchmarks.run --smoke
 
 clean:
-	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_PAHO) $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

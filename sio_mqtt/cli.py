@@ -194,7 +194,9 @@ def _cmd_run(args: argparse.Namespace, path: str) -> int:
     if gateway.http_port is not None:
         log.info("http endpoint on port %d", gateway.http_port)
     gateway.run_forever(stop_timeout=args.stop_timeout)
-    return EXIT_OK
+    # a broker the configuration cannot work with (e.g. shared_group without shared
+    # subscriptions): the gateway said why and stopped by itself
+    return EXIT_CONFIG if gateway.fatal else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ if str(_TESTS_DIR) not in sys.path:
 
 from servers.procs import (  # noqa: E402
     NODE_DIR,
+    Amqtt,
     Mosquitto,
     NodeServer,
     PySocketIOServer,
@@ -128,6 +129,13 @@ def mosquitto_factory(
     for broker in brokers:
         broker.stop()
         broker.cleanup()
+
+
+@pytest.fixture(scope="module")
+def amqtt() -> Iterator[Amqtt]:
+    """One private amqtt broker (MQTT 3.1.1 only, no shared subscriptions) per module."""
+    with Amqtt() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="module")

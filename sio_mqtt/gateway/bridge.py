@@ -53,7 +53,10 @@ log line); ``deliver`` emits it like any other.
 
 **Error reports** go to ``{base_topic}/errors`` (QoS 0, not retained) as
 ``{"route": ..., "topic" | "event": ..., "reason": ...}`` and to the log at WARNING; they never
-include payloads or secrets.
+include payloads or secrets. What the broker refuses is reported the same way: a message over its
+Maximum Packet Size (dropped alone, never sent), a refused subscription (also on ``/readyz``), a
+refused MQTT 5 publish (PUBACK >= 0x80; see :mod:`sio_mqtt.gateway.mqtt`); ``mqtt.shared_group``
+on a broker without shared subscriptions stops the gateway (:attr:`Gateway.fatal`).
 
 **Delivery guarantees** (details and the tests proving them: ``docs/README-reliability.md``):
 
@@ -128,7 +131,9 @@ STATE_DISCONNECTED = b"disconnected"
 _SERVER_DISCONNECT = "io server disconnect"
 #: error kinds that can come in floods (one per dropped message): logged and published at most
 #: once per second per (kind, route); the counters still count every one
-_RATE_LIMITED = frozenset({"publish", "queue_full", "buffer_full", "outbox_full"})
+_RATE_LIMITED = frozenset(
+    {"publish", "queue_full", "buffer_full", "outbox_full", "too_large", "publish_refused"}
+)
 #: the MQTT 5 user property carrying a forwarded message's id (and the key of the id argument
 #: appended to Socket.IO events of routes with ``message_id: true``)
 MESSAGE_ID = "sio-mqtt-id"
@@ -424,6 +429,8 @@ class Gateway:
             self._outbox_dropped,
             window=window,
             on_recovery_saved=self._recovery_saved,
+            retry_delay=mcfg.quota_retry_delay,
+            retries=mcfg.quota_retries,
         )
         self.mqtt = MqttConnection(
             mcfg,
@@ -435,7 +442,12 @@ class Gateway:
             receive_maximum=config.queues.mqtt_to_socketio,
             on_published=self.outbox.acked,
             on_ready=self.outbox.set_ready,
+            on_refused=self.outbox.refused,
+            on_subscribed=self._on_subscribed,
+            on_shared_unavailable=self._on_shared_unavailable,
         )
+        #: why the gateway stopped by itself (a broker it cannot work with), else None
+        self.fatal: str | None = None
         self._v5 = self.mqtt.v5
         #: the broker keeps our session (and unacknowledged messages) across a disconnect
         self._session_persists = not mcfg.clean_start and (
@@ -533,10 +545,24 @@ class Gateway:
     @property
     def ready(self) -> bool:
         """Both sides connected (what ``/readyz`` reports)."""
-        return self.mqtt.connected and self.socketio_connected
+        return all(self.readiness().values())
 
     def readiness(self) -> dict[str, bool]:
-        return {"mqtt": self.mqtt.connected, "socketio": self.socketio_connected}
+        """What ``/readyz`` reports: both sides connected, and -- only listed when they fail or
+        are still being checked -- every subscription granted and shared subscriptions working."""
+        sides = {"mqtt": self.mqtt.connected, "socketio": self.socketio_connected}
+        if self.mqtt.refused:
+            sides["subscriptions"] = False
+        if self.config.mqtt.shared_group is not None and not self.mqtt.shared_available:
+            sides["shared_subscriptions"] = False
+        return sides
+
+    def readiness_details(self) -> dict[str, Any]:
+        """Extra ``/readyz`` fields: the refused subscription filters and why."""
+        refused = dict(self.mqtt.refused)
+        if not refused:
+            return {}
+        return {"refused_subscriptions": [{"filter": f, "reason": r} for f, r in refused.items()]}
 
     @property
     def http_port(self) -> int | None:
@@ -553,7 +579,13 @@ class Gateway:
         self._started = True
         hcfg = self.config.http
         if hcfg.enabled:
-            self.http = HealthServer(hcfg.host, hcfg.port, self.readiness, self.metrics.registry)
+            self.http = HealthServer(
+                hcfg.host,
+                hcfg.port,
+                self.readiness,
+                self.metrics.registry,
+                details=self.readiness_details,
+            )
             self.http.start()
         saved = self.outbox.open()
         if self.config.outbox.enabled and self.config.outbox.recovery:
@@ -694,6 +726,44 @@ class Gateway:
         self.mqtt.publish(self.errors_topic, json.dumps(body, ensure_ascii=False), qos=0)
 
     # -- MQTT side (paho network thread) ---------------------------------------------------------
+    def _routes_of(self, flt: str) -> list[str]:
+        """The ``mqtt_to_socketio`` routes subscribing with filter ``flt``."""
+        group = self.config.mqtt.shared_group
+        prefix = f"$share/{group}/" if group else ""
+        names = [r.name for r in self.routes.inbound if prefix + r.pattern.subscription == flt]
+        if flt.startswith(self._reply_prefix):
+            names.append("(device replies)")
+        return names
+
+    def _on_subscribed(self, refused: dict[str, str], regained: list[str]) -> None:
+        """SUBACK results that changed: refused filters are reported (and keep ``/readyz`` at
+        503); filters granted again are logged."""
+        for flt, reason in refused.items():
+            routes: list[str | None] = [*self._routes_of(flt)]
+            for name in routes or [None]:
+                self._report(
+                    "subscribe",
+                    name,
+                    f"the broker refused the subscription to {flt!r}: {reason}; "
+                    "this route receives nothing",
+                    topic=flt,
+                )
+        for flt in regained:
+            log.info("MQTT: subscription to %r granted again", flt)
+
+    def _on_shared_unavailable(self, reason: str) -> None:
+        """``mqtt.shared_group`` on a broker without shared subscriptions: every replica would
+        receive nothing (or everything). Refuse to run (exit code 2)."""
+        self.fatal = (
+            f"mqtt.shared_group is {self.config.mqtt.shared_group!r} but the broker at "
+            f"{self.config.mqtt.host}:{self.config.mqtt.port} does not support shared "
+            f"subscriptions: {reason}. Use a broker that does (mosquitto 2, EMQX, HiveMQ, "
+            "VerneMQ), or remove mqtt.shared_group and run a single gateway instance"
+        )
+        self.metrics.error("shared_subscriptions")
+        log.error("%s; stopping", self.fatal)
+        self.request_stop()
+
     def _on_mqtt_state(self, connected: bool) -> None:
         self.outbox.set_connected(connected)
         self.metrics.set_connected("mqtt", connected)
@@ -1021,6 +1091,21 @@ class Gateway:
             props = reply_properties(None, correlation, (("status", status),))
         # now: written by this thread (the reader, for an ack), not handed to paho's thread
         result = self.mqtt.publish(topic, payload, qos=qos, retain=False, props=props, now=True)
+        if result is PublishResult.TOO_LARGE:
+            # the server's ack is too large for the broker: say so to the device instead
+            self._report(
+                "too_large",
+                None,
+                f"reply larger than the broker's Maximum Packet Size "
+                f"({self.mqtt.max_packet_size} bytes); an error reply was sent instead",
+                topic=topic,
+            )
+            body = {"status": "error", "error": "the reply is larger than the broker accepts"}
+            if self._v5:
+                props = reply_properties(None, correlation, (("status", "error"),))
+            result = self.mqtt.publish(
+                topic, json.dumps(body).encode(), qos=qos, retain=False, props=props, now=True
+            )
         if result is not PublishResult.OK:
             self.metrics.drop(MQTT_TO_SIO, f"reply_{result.value}")
 
@@ -1102,6 +1187,22 @@ class Gateway:
                 f"the outbox is full ({self.outbox.max_messages} messages, MQTT "
                 f"{'connected' if self.mqtt.connected else 'down'}); "
                 f"message dropped ({self.outbox.policy})",
+                event=msg.event,
+            )
+        elif reason == "too_large":
+            self._report(
+                "too_large",
+                msg.route,
+                f"the message is larger than the broker accepts (Maximum Packet Size "
+                f"{self.mqtt.max_packet_size} bytes, topic {msg.topic!r}); dropped",
+                event=msg.event,
+            )
+        elif reason.startswith("refused_"):
+            self._report(
+                "publish_refused",
+                msg.route,
+                f"the broker refused the publish on {msg.topic!r} "
+                f"({reason.removeprefix('refused_').replace('_', ' ')}); dropped",
                 event=msg.event,
             )
         elif reason != "stopping":

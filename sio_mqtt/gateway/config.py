@@ -291,6 +291,13 @@ class MqttConfig(BaseModel):
     base_topic: str = "sio-mqtt"
     shared_group: str | None = None
     tcp_nodelay: bool = True
+    #: the broker's packet size limit for brokers that cannot say it (MQTT 3.1.1); with MQTT 5
+    #: the smaller of this and the broker's CONNACK Maximum Packet Size applies
+    max_packet_size: int | None = Field(default=None, ge=16, le=268_435_460)
+    #: a publish the broker refused with a quota-like reason (MQTT 5 PUBACK 0x97) is tried again
+    #: after this many seconds, up to ``quota_retries`` times, then dropped and reported
+    quota_retry_delay: float = Field(default=1.0, gt=0, le=3600)
+    quota_retries: int = Field(default=3, ge=0, le=1000)
     #: how values substituted into topics are sanitised: ``standard`` replaces what MQTT itself
     #: forbids or reads as structure (``/``, ``+``, ``#``, controls); ``strict`` also ``.`` and
     #: ``*``, which RabbitMQ's MQTT plugin rewrites to ``/`` and ``+``

@@ -7,7 +7,10 @@ a free port, available afterwards as :attr:`HealthServer.port`.
 
 * ``/healthz``: ``200 {"status": "ok"}`` while the process runs (liveness);
 * ``/readyz``: ``200`` when MQTT and Socket.IO are both connected, else ``503``; the JSON body
-  says which side is down: ``{"ready": false, "mqtt": true, "socketio": false}``;
+  says which side is down: ``{"ready": false, "mqtt": true, "socketio": false}``, plus
+  ``"subscriptions": false`` and ``"refused_subscriptions": [{"filter": ..., "reason": ...}]``
+  while the broker refuses a route's filter (``"shared_subscriptions": false`` while shared
+  subscriptions are not confirmed);
 * ``/metrics``: the gateway's Prometheus registry in the text exposition format.
 """
 
@@ -27,6 +30,7 @@ __all__ = ["HealthServer"]
 log = logging.getLogger("sio_mqtt.gateway.http")
 
 ReadinessFn = Callable[[], Mapping[str, bool]]
+DetailsFn = Callable[[], Mapping[str, Any]]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,7 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             sides = dict(self.server.readiness())
             ready = all(sides.values())
-            self._send_json(200 if ready else 503, {"ready": ready, **sides})
+            details = self.server.details() if self.server.details is not None else {}
+            self._send_json(200 if ready else 503, {"ready": ready, **sides, **details})
         elif path == "/metrics":
             body = generate_latest(self.server.registry)
             self._send(200, CONTENT_TYPE_LATEST, body)
@@ -66,16 +71,23 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     readiness: ReadinessFn
     registry: CollectorRegistry
+    details: DetailsFn | None
 
 
 class HealthServer:
     """Serves the three endpoints until :meth:`stop`."""
 
     def __init__(
-        self, host: str, port: int, readiness: ReadinessFn, registry: CollectorRegistry
+        self,
+        host: str,
+        port: int,
+        readiness: ReadinessFn,
+        registry: CollectorRegistry,
+        details: DetailsFn | None = None,
     ) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.readiness = readiness
+        self._server.details = details
         self._server.registry = registry
         self.host = host
         self.port: int = int(self._server.server_address[1])

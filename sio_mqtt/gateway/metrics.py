@@ -14,10 +14,13 @@ Names (all prefixed ``sio_mqtt_``):
 * ``queue_depth{queue}``: current depth of the bounded queues (``mqtt_to_socketio`` worker queue,
   ``pending_requests`` = server ack requests waiting for a device);
 * ``dropped_total{direction, reason}``: messages dropped (``queue_full``, ``not_connected``,
-  ``stopping``, ...);
+  ``stopping``, ``too_large``: over the broker's Maximum Packet Size, ``refused_<reason>``: an
+  MQTT 5 PUBACK failure such as ``refused_not_authorized``, ...);
 * ``connected{side}``: 1 while ``mqtt`` / ``socketio`` is connected;
 * ``reconnects_total{side}``: connections re-established after a loss;
-* ``errors_total{kind}``: error reports (``refused``, ``payload``, ``template``, ``publish``, ...);
+* ``errors_total{kind}``: error reports (``refused``, ``payload``, ``template``, ``publish``,
+  ``too_large``, ``publish_refused``, ``subscribe``: a refused subscription,
+  ``shared_subscriptions``: the broker has none, ...).
 * ``retained_ignored_total{route}``: retained messages a ``retained: ignore`` route skipped (not
   an error: replayed by the broker at subscribe time, acknowledged, not emitted).
 """

@@ -41,6 +41,27 @@ Delivery (see ``docs/README-reliability.md``)
   :meth:`publish_mid` returns the mid to match. ``on_ready`` runs once the ``online`` status
   published on connect was acknowledged: paho has re-sent what it had in flight by then, so a
   caller that publishes only after ``on_ready`` keeps its order across reconnects.
+* A PUBACK with a failure reason (MQTT 5, >= 0x80: not authorized, quota exceeded...) is not a
+  delivery: ``on_refused(mid, reason, retry)`` runs instead of ``on_published`` (``retry``: a
+  quota-like code, worth trying again after a delay; else the message is dropped and reported).
+
+Broker limits and refusals
+--------------------------
+* **Maximum Packet Size**: the smaller of the broker's (MQTT 5 CONNACK) and
+  ``mqtt.max_packet_size`` (for 3.1.1 brokers, which cannot say it). A PUBLISH over it is not
+  sent (:attr:`PublishResult.TOO_LARGE` / ``"too_large"``): a broker drops the whole connection
+  over one, so the gateway would reconnect and resend it forever.
+* **Refused subscriptions** (SUBACK >= 0x80, e.g. an ACL): :attr:`MqttConnection.refused` maps
+  each refused filter to the broker's reason; ``on_subscribed(refused, granted)`` reports changes.
+* **Shared subscriptions**: with ``mqtt.shared_group``, a broker that says it has none (MQTT 5
+  CONNACK Shared Subscription Available = 0) or, for 3.1.1, does not deliver a probe message
+  through a shared filter within :data:`SHARED_PROBE_TIMEOUT` (aedes, amqtt and RabbitMQ take
+  ``$share/...`` as a literal filter) makes ``on_shared_unavailable(reason)`` run.
+* **Protocol mismatch**: a broker that refuses an MQTT 5 CONNECT (or closes the connection before
+  its CONNACK) and never accepted one may speak only 3.1.1: said once, with how to set it.
+* **Log lines**: a broker outage is one WARNING when it starts and one when the broker is back
+  (with the duration); each retry in between is DEBUG, and paho's own per-round error lines for
+  a client without a socket are DEBUG too.
 """
 
 from __future__ import annotations
@@ -52,8 +73,9 @@ import ssl
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -62,9 +84,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sio_mqtt.gateway.config import MqttConfig
-from sio_mqtt.gateway.paho_fast import FastClient
+from sio_mqtt.gateway.paho_fast import FAST_PROBLEMS, FastClient
 
-__all__ = ["MqttConnection", "PublishResult", "reply_properties"]
+__all__ = [
+    "PUBACK_REASONS",
+    "SHARED_PROBE_TIMEOUT",
+    "MqttConnection",
+    "PublishResult",
+    "publish_packet_size",
+    "reply_properties",
+]
 
 log = logging.getLogger("sio_mqtt.gateway.mqtt")
 
@@ -82,6 +111,29 @@ class PublishResult(enum.Enum):
     NOT_CONNECTED = "not_connected"  # QoS 0 while disconnected: dropped
     QUEUE_FULL = "queue_full"  # the bounded outgoing queue is full: dropped
     ERROR = "error"  # invalid topic/payload or another paho error
+    TOO_LARGE = "too_large"  # over the Maximum Packet Size: dropped (never sent)
+
+
+#: MQTT 5 PUBACK/PUBREC failure reason codes -> the name used in metrics and reports
+PUBACK_REASONS = {
+    0x80: "unspecified_error",
+    0x83: "implementation_specific_error",
+    0x87: "not_authorized",
+    0x90: "topic_name_invalid",
+    0x91: "packet_identifier_in_use",
+    0x97: "quota_exceeded",
+    0x99: "payload_format_invalid",
+}
+#: refusals worth trying again after a delay (the broker is out of room for now); every other
+#: failure (authorization, topic name, payload format...) would fail again: dropped and reported
+RETRY_REASONS = frozenset({0x97})
+#: CONNACK codes with which a broker may be telling an MQTT 5 client that it speaks only 3.1.1
+#: (1 = a 3.1.1 broker's "unacceptable protocol version" read as MQTT 5; RabbitMQ: 0x80)
+_PROTOCOL_HINT_CODES = frozenset({0x01, 0x80, 0x81, 0x82, 0x84})
+#: seconds a probe message may take through a shared subscription (3.1.1) before the broker is
+#: taken for one without shared subscriptions
+SHARED_PROBE_TIMEOUT = 5.0
+_SHARED_PREFIX = "$share/"
 
 
 #: in-flight window without a Receive Maximum from the broker (MQTT 3.1.1)
@@ -128,6 +180,18 @@ _CORRELATION_DATA = b"\x09"
 _USER_PROPERTY = b"\x26"
 
 
+def publish_packet_size(
+    topic: str, payload: bytes | str, qos: int, props: Properties | None, v5: bool
+) -> int:
+    """Bytes of the PUBLISH packet paho will write (what a Maximum Packet Size limits)."""
+    size = 2 + len(topic.encode()) + len(payload.encode() if isinstance(payload, str) else payload)
+    if qos:
+        size += 2
+    if v5:
+        size += len(props.pack()) if props is not None else 1  # type: ignore[no-untyped-call]
+    return 1 + len(_vbi(size)) + size
+
+
 def reply_properties(
     response_topic: str | None = None,
     correlation_data: bytes | None = None,
@@ -165,6 +229,9 @@ class MqttConnection:
         receive_maximum: int | None = None,
         on_published: Callable[[int], None] | None = None,
         on_ready: Callable[[], None] | None = None,
+        on_refused: Callable[[int, str, bool], None] | None = None,
+        on_subscribed: Callable[[dict[str, str], list[str]], None] | None = None,
+        on_shared_unavailable: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.v5 = cfg.protocol == 5
@@ -187,6 +254,25 @@ class MqttConnection:
         self._online_mid: int | None = None
         #: the ``online`` status of this connection was acknowledged (see the module docstring)
         self.ready = False
+        self._on_refused_cb = on_refused
+        self._on_subscribed_cb = on_subscribed
+        self._on_shared_unavailable_cb = on_shared_unavailable
+        #: subscription filters the broker refused (SUBACK >= 0x80) -> its reason
+        self.refused: dict[str, str] = {}
+        self._pending_subs: dict[int, list[str]] = {}
+        #: the PUBLISH size limit in force (the broker's and/or ``max_packet_size``), if any
+        self.max_packet_size: int | None = cfg.max_packet_size
+        #: shared subscriptions work (None: not known yet, or no ``shared_group``)
+        self.shared_available: bool | None = None
+        self._probe_topic = f"{cfg.base_topic}/probe/{uuid.uuid4().hex[:12]}"
+        self._probe_mid: int | None = None
+        self._probe_timer: threading.Timer | None = None
+        # outage bookkeeping for the log (see the module docstring)
+        self._down_since: float | None = None
+        self._failed_attempts = 0
+        self._connack_seen = False
+        self._last_refusal: str | None = None
+        self._protocol_hint_given = False
 
         protocol = MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311
         client = FastClient(
@@ -197,7 +283,10 @@ class MqttConnection:
             reconnect_on_failure=True,
             manual_ack=True,
         )
-        client.enable_logger(logging.getLogger("sio_mqtt.gateway.paho"))
+        self._paho_log = _PahoLog(logging.getLogger("sio_mqtt.gateway.paho"))
+        client.enable_logger(cast(logging.Logger, self._paho_log))
+        if FAST_PROBLEMS:
+            log.info("MQTT: paho's fast path is off (stock paho): %s", "; ".join(FAST_PROBLEMS))
         client.max_queued_messages_set(max_queued)
         self._max_inflight = max_inflight
         client.max_inflight_messages_set(max_inflight)
@@ -232,6 +321,7 @@ class MqttConnection:
         client.on_socket_open = self._on_socket_open
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
         self._last_connect_failure: str | None = None
         self.client = client
 
@@ -310,9 +400,42 @@ class MqttConnection:
             self._send_subscribe(new)
 
     def _send_subscribe(self, filters: list[tuple[str, int]]) -> None:
-        rc, _mid = self.client.subscribe(filters)
+        with self._sub_lock:  # the SUBACK may come back before subscribe() returns
+            rc, mid = self.client.subscribe(filters)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._pending_subs[mid] = [topic for topic, _qos in filters]
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.warning("MQTT: subscribe failed (%s); retried on the next connect", rc)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        """A SUBACK: note refused filters (>= 0x80) and the ones granted again."""
+        if mid == self._probe_mid:
+            return
+        with self._sub_lock:
+            filters = self._pending_subs.pop(mid, None)
+            if filters is None:
+                return
+            refused: dict[str, str] = {}
+            granted: list[str] = []
+            for flt, code in zip(filters, reason_codes, strict=False):
+                if code.value >= 0x80:
+                    refused[flt] = f"{code} (0x{code.value:02x})"
+                else:
+                    granted.append(flt)
+            changed = {f: r for f, r in refused.items() if self.refused.get(f) != r}
+            regained = [f for f in granted if f in self.refused]
+            for flt in granted:
+                self.refused.pop(flt, None)
+            self.refused.update(refused)
+        if (changed or regained) and self._on_subscribed_cb is not None:
+            self._on_subscribed_cb(changed, regained)
 
     # -- publishing --------------------------------------------------------------------------
     def publish(
@@ -339,6 +462,9 @@ class MqttConnection:
         client = self.client
         if not self.v5:
             props = None
+        limit = self.max_packet_size
+        if limit is not None and publish_packet_size(topic, payload, qos, props, self.v5) > limit:
+            return PublishResult.TOO_LARGE
         try:
             if now:
                 with client.writing_now():
@@ -382,9 +508,13 @@ class MqttConnection:
     ) -> int | str | None:
         """Publish for a caller that tracks the broker's ack: the mid (QoS > 0, sent or kept by
         paho for after a reconnect), ``0`` (QoS 0 written), ``None`` (paho's queue is full: try
-        again later) or a failure reason (``"not_connected"`` for QoS 0, ``"error"``)."""
+        again later) or a failure reason (``"not_connected"`` for QoS 0, ``"too_large"``: over
+        the Maximum Packet Size, ``"error"``)."""
         if not self.v5:
             props = None
+        limit = self.max_packet_size
+        if limit is not None and publish_packet_size(topic, payload, qos, props, self.v5) > limit:
+            return "too_large"
         try:
             info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:
@@ -424,6 +554,11 @@ class MqttConnection:
             self.ready = True
             if self._on_ready_cb is not None:
                 self._on_ready_cb()
+        code = reason_code.value
+        if code >= 0x80 and self._on_refused_cb is not None:
+            name = PUBACK_REASONS.get(code, f"0x{code:02x}")
+            self._on_refused_cb(mid, name, code in RETRY_REASONS)
+            return
         cb = self._on_published_cb
         if cb is not None:
             cb(mid)
@@ -431,14 +566,11 @@ class MqttConnection:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         """paho could not open the connection (refused, unreachable, TLS handshake failed: wrong
         CA, host name mismatch...). paho calls this inside its ``except OSError`` block and logs
-        nothing above DEBUG itself, so log the cause here: at WARNING when it changes, else at
-        DEBUG (the same cause every back-off period is noise)."""
+        nothing above DEBUG itself, so log the cause here: at WARNING for the first failure of an
+        outage, else at DEBUG (the same outage every back-off period is noise)."""
         exc = sys.exc_info()[1]
         cause = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
-        level = logging.DEBUG if cause == self._last_connect_failure else logging.WARNING
-        self._last_connect_failure = cause
-        log.log(
-            level,
+        self._attempt_failed(
             "MQTT: cannot connect to %s:%d%s: %s; retrying",
             self.cfg.host,
             self.cfg.port,
@@ -446,13 +578,38 @@ class MqttConnection:
             cause,
         )
 
+    def _attempt_failed(self, msg: str, *args: Any) -> None:
+        """One failed connection attempt: the first of an outage is a WARNING, the rest DEBUG."""
+        self._failed_attempts += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(msg, *args)
+        else:
+            log.debug(msg, *args)
+
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._connack_seen = False
+        self._paho_log.last_error = None
         if not self.cfg.tcp_nodelay:
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError) as exc:  # e.g. a unix or websocket transport
             log.debug("MQTT: TCP_NODELAY not set: %s", exc)
+
+    def _protocol_hint(self, what: str) -> None:
+        """An MQTT 5 CONNECT refused or dropped by a broker that never accepted one: say once
+        that it may speak only 3.1.1 (aedes, amqtt, RabbitMQ 3.x answer it in their own ways)."""
+        if not self.v5 or self._ever_connected or self._protocol_hint_given:
+            return
+        self._protocol_hint_given = True
+        log.warning(
+            "MQTT: the broker at %s:%d %s the MQTT 5 CONNECT: it may speak only MQTT 3.1.1; "
+            'if so, set mqtt.protocol: "3.1.1" (or SIO_MQTT_MQTT__PROTOCOL=3.1.1)',
+            self.cfg.host,
+            self.cfg.port,
+            what,
+        )
 
     def _on_connect(
         self,
@@ -462,11 +619,23 @@ class MqttConnection:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason_code.is_failure:
-            log.warning("MQTT: broker refused the connection: %s", reason_code)
+        self._connack_seen = True
+        if reason_code.value >= 0x80 or (self.v5 and reason_code.value != 0):
+            refusal = f"{reason_code} (0x{reason_code.value:02x})"
+            msg = "MQTT: broker refused the connection: %s; retrying"
+            if refusal != self._last_refusal:  # a new cause is worth a WARNING of its own
+                self._last_refusal = refusal
+                self._failed_attempts += 1
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                log.warning(msg, refusal)
+            else:
+                self._attempt_failed(msg, refusal)
+            if reason_code.value in _PROTOCOL_HINT_CODES:
+                self._protocol_hint(f"refused ({refusal})")
             return
         self.connects += 1
-        self._last_connect_failure = None
+        self._last_refusal = None
         # paho does not honour the broker's Receive Maximum by itself (a strict broker refuses
         # or disconnects a client exceeding it), and its public setter refuses to change the
         # window on an open connection: set the attribute the setter would set (both positive).
@@ -479,16 +648,36 @@ class MqttConnection:
         if hasattr(client, "_max_inflight_messages"):
             client._max_inflight_messages = window
         log.debug("MQTT: broker Receive Maximum %d, in-flight window %d", receive_max, window)
-        log.info(
-            "MQTT: connected to %s:%d (session present: %s)",
+        # a broker sending more than it accepts would drop the connection over one message
+        broker_max = getattr(properties, "MaximumPacketSize", None) if properties else None
+        limits = [v for v in (broker_max, self.cfg.max_packet_size) if isinstance(v, int)]
+        self.max_packet_size = min(limits) if limits else None
+        if isinstance(broker_max, int):
+            log.info("MQTT: the broker's Maximum Packet Size is %d bytes", broker_max)
+        outage = ""
+        level = logging.INFO
+        if self._down_since is not None:
+            level = logging.WARNING  # the end of what the first failure reported
+            n = self._failed_attempts
+            outage = (
+                f" after {time.monotonic() - self._down_since:.1f} s without a connection "
+                f"({n} failed attempt{'s' if n != 1 else ''})"
+            )
+            self._down_since = None
+        self._failed_attempts = 0
+        log.log(
+            level,
+            "MQTT: connected to %s:%d (session present: %s)%s",
             self.cfg.host,
             self.cfg.port,
             flags.session_present,
+            outage,
         )
         with self._sub_lock:
             subs = list(self._subscriptions.items())
         if subs:
             self._send_subscribe(subs)
+        self._check_shared(client, properties)
         self.ready = False
         self._online_mid = client.publish(self.status_topic, STATUS_ONLINE, qos=1, retain=True).mid
         self._connected = True
@@ -496,6 +685,57 @@ class MqttConnection:
         self._connected_event.set()
         if self._on_state_cb is not None:
             self._on_state_cb(True)
+
+    # -- shared subscriptions ------------------------------------------------------------------
+    def _check_shared(self, client: paho.Client, properties: Properties | None) -> None:
+        """With ``shared_group``: does the broker really share (see the module docstring)?"""
+        group = self.cfg.shared_group
+        if group is None or self.shared_available is not None:
+            return
+        if self.v5:
+            available = getattr(properties, "SharedSubscriptionAvailable", 1) if properties else 1
+            self.shared_available = available != 0
+            if not self.shared_available:
+                self._shared_unavailable(
+                    "the broker's CONNACK says Shared Subscription Available = 0"
+                )
+            return
+        # 3.1.1 cannot say: a probe message through a shared filter (the broker handles our
+        # SUBSCRIBE before the PUBLISH that follows it on the same connection)
+        generation = self.connects
+        _rc, self._probe_mid = client.subscribe(f"{_SHARED_PREFIX}{group}/{self._probe_topic}", 1)
+        client.publish(self._probe_topic, b"probe", qos=1)
+        timer = threading.Timer(SHARED_PROBE_TIMEOUT, self._probe_expired, (generation,))
+        timer.daemon = True
+        self._probe_timer = timer
+        timer.start()
+
+    def _probe_expired(self, generation: int) -> None:
+        if self.shared_available is not None or self._stopping:
+            return
+        if generation != self.connects or not self._connected:
+            return  # the connection was lost meanwhile: probed again on the next connect
+        self.shared_available = False
+        self._shared_unavailable(
+            f"a probe message published on {self._probe_topic!r} did not arrive through "
+            f"'{_SHARED_PREFIX}{self.cfg.shared_group}/{self._probe_topic}' within "
+            f"{SHARED_PROBE_TIMEOUT:g} s (the broker takes '$share/...' as a literal filter)"
+        )
+
+    def _probe_arrived(self) -> None:
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+        if self.shared_available is None:
+            self.shared_available = True
+            log.info("MQTT: shared subscriptions work (probe received)")
+        group = self.cfg.shared_group
+        self.client.unsubscribe(f"{_SHARED_PREFIX}{group}/{self._probe_topic}")
+
+    def _shared_unavailable(self, reason: str) -> None:
+        if self._on_shared_unavailable_cb is not None:
+            self._on_shared_unavailable_cb(reason)
+        else:
+            log.error("MQTT: shared subscriptions unavailable: %s", reason)
 
     def _on_disconnect(
         self,
@@ -511,16 +751,77 @@ class MqttConnection:
         self._connected_event.clear()
         if self._stopping:
             log.info("MQTT: disconnected")
+        elif was:
+            self.reconnects += 1
+            self._failed_attempts = 0
+            self._down_since = time.monotonic()
+            log.warning(
+                "MQTT: connection to %s:%d lost (%s); reconnecting",
+                self.cfg.host,
+                self.cfg.port,
+                self._disconnect_cause(reason_code),
+            )
+        elif self._connack_seen:
+            # a refused CONNECT: _on_connect said why
+            log.debug("MQTT: connection closed after the refusal (%s)", reason_code)
         else:
-            if was:
-                self.reconnects += 1
-            log.warning("MQTT: connection lost (%s); reconnecting", reason_code)
+            # the socket was open but the broker closed it before any CONNACK: a clean close or
+            # a keep-alive timeout may be a 3.1.1-only broker; a socket error (a TLS alert...)
+            # says itself what is wrong
+            socket_error = self._paho_log.last_error
+            self._attempt_failed(
+                "MQTT: the broker at %s:%d closed the connection before answering CONNECT (%s)",
+                self.cfg.host,
+                self.cfg.port,
+                self._disconnect_cause(reason_code),
+            )
+            if socket_error is None:
+                self._protocol_hint("closed the connection before answering")
+        self._connack_seen = False
         if self._on_state_cb is not None and was:
             self._on_state_cb(False)
 
+    def _disconnect_cause(self, reason_code: ReasonCode) -> str:
+        """paho's reason, plus the socket error paho logged for it (see :class:`_PahoLog`)."""
+        error = self._paho_log.last_error
+        self._paho_log.last_error = None
+        return f"{reason_code}; {error}" if error else str(reason_code)
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if message.topic == self._probe_topic:
+            self._probe_arrived()
+            return
         try:
             self._on_message_cb(message)
         except Exception:
             log.exception("MQTT: message handler failed for topic %r", message.topic)
             client.ack(message.mid, message.qos)  # never leave it in flight forever
+
+
+class _PahoLog:
+    """The logger paho writes to (its ``enable_logger`` needs only ``log`` and ``isEnabledFor``).
+
+    paho's ERROR lines that only repeat what the gateway says itself become DEBUG: a round of its
+    loop without a socket (once per reconnect attempt during an outage) and the socket error of
+    a lost connection, which is kept in :attr:`last_error` and named in the gateway's own line
+    (one outage, one WARNING; see the module docstring)."""
+
+    _NOISE = ("Client is not connected", "failed to receive on socket", "timeout on socket")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        #: the last socket error paho logged (cleared when a new socket opens)
+        self.last_error: str | None = None
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level >= logging.ERROR and isinstance(msg, str) and msg.startswith(self._NOISE):
+            level = logging.DEBUG
+            if not msg.startswith("Client is not connected"):
+                try:
+                    self.last_error = msg % args if args else msg
+                except (TypeError, ValueError):
+                    self.last_error = msg
+        self._logger.log(level, msg, *args, **kwargs)

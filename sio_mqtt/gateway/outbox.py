@@ -19,6 +19,13 @@ Flow (no thread per message):
 * While MQTT is down nothing is handed to paho; after a reconnect, handing resumes once paho has
   re-sent what it had in flight (see ``MqttConnection.ready``), so order holds across reconnects.
 
+Refusals: a publish the broker refused (MQTT 5 PUBACK >= 0x80, :meth:`Outbox.refused`) is not
+delivered: a quota-like refusal puts it back at the head of the queue, handed again after
+``retry_delay`` seconds (nothing behind it is handed meanwhile: order holds), at most
+``retries`` times; any other refusal (or the last retry) drops it (``on_drop``). A message over
+the broker's packet size limit is dropped when handed (the publish function says
+``"too_large"``), so it never blocks the rest.
+
 Overflow: at ``max_messages`` (handed + waiting) the policy applies: ``drop-oldest`` drops the
 oldest message not yet handed to paho (when every message is handed, the new one), ``drop-newest``
 the new one, ``block`` makes :meth:`add` wait for room (the Socket.IO dispatcher stops, its bounded
@@ -61,6 +68,7 @@ class OutMessage:
     """One message on its way to MQTT."""
 
     __slots__ = (
+        "attempts",
         "correlation",
         "durable",
         "event",
@@ -106,6 +114,8 @@ class OutMessage:
         self.msg_id = ""
         self.mid: int | None = None
         self.stored = False
+        #: refusals tried again so far (see :meth:`Outbox.refused`)
+        self.attempts = 0
 
 
 PublishFn = Callable[[OutMessage], PublishOutcome]
@@ -134,6 +144,8 @@ class Outbox:
         window: int,
         persist: bool | None = None,
         on_recovery_saved: Callable[[], None] | None = None,
+        retry_delay: float = 1.0,
+        retries: int = 3,
     ) -> None:
         self.cfg = cfg
         self.persist = cfg.enabled if persist is None else persist
@@ -151,6 +163,12 @@ class Outbox:
         #: handed to paho, waiting for the broker's ack, by mid
         self._handed: dict[int, OutMessage] = {}
         self._acks: collections.deque[int] = collections.deque()
+        #: refused publishes (mid, reason, worth a retry), from paho's thread
+        self._refusals: collections.deque[tuple[int, str, bool]] = collections.deque()
+        self.retry_delay = retry_delay
+        self.retries = retries
+        #: nothing is handed before this time (monotonic): a refused message waits to go again
+        self._hold_until = 0.0
         self._to_insert: list[OutMessage] = []
         self._to_delete: list[int] = []
         self._recovery: dict[str, tuple[str, str | None]] | None = None
@@ -266,6 +284,12 @@ class Outbox:
         if self._waiting or self.policy == "block":
             self._wake.set()
 
+    def refused(self, mid: int, reason: str, retry: bool) -> None:
+        """The broker refused ``mid`` (``reason``, e.g. ``not_authorized``); ``retry``: a
+        quota-like reason, worth trying again after ``retry_delay``."""
+        self._refusals.append((mid, reason, retry))
+        self._wake.set()
+
     # -- adding (Socket.IO dispatcher thread) ---------------------------------------------------
     def add(self, msg: OutMessage) -> bool:
         """Queue ``msg`` (publishing it at once when possible); False when it was dropped."""
@@ -274,6 +298,8 @@ class Outbox:
         with self._lock:
             if self._acks:
                 self._process_acks()
+            if self._refusals:
+                self._process_refusals(dropped)
             if msg.qos == 0 and not self._connected:
                 accepted = False
                 dropped.append((msg, "not_connected"))
@@ -323,7 +349,12 @@ class Outbox:
                 self._to_insert.append(msg)
                 if len(self._to_insert) >= self.cfg.commit_batch:
                     self._wake.set()
-        if not self._waiting and self._ready and len(self._handed) < self.window:
+        if (
+            not self._waiting
+            and self._ready
+            and len(self._handed) < self.window
+            and not self._hold_until
+        ):
             if not self._hand(msg, dropped):
                 self._waiting.append(msg)
         else:
@@ -361,8 +392,43 @@ class Outbox:
             if msg is not None:
                 self._forget(msg)
 
+    def _process_refusals(self, dropped: list[tuple[OutMessage, str]]) -> None:
+        """Refused publishes: back to the head of the queue after a delay, or dropped (caller
+        holds the lock)."""
+        refusals = self._refusals
+        handed = self._handed
+        again: list[OutMessage] = []
+        reasons: set[str] = set()
+        while refusals:
+            mid, reason, retry = refusals.popleft()
+            msg = handed.pop(mid, None)
+            if msg is None:
+                continue
+            msg.mid = None
+            if retry and msg.attempts < self.retries:
+                msg.attempts += 1
+                again.append(msg)
+                reasons.add(reason)
+            else:
+                self._forget(msg)
+                dropped.append((msg, f"refused_{reason}"))
+        if again:
+            again.sort(key=lambda m: m.seq)
+            self._waiting.extendleft(reversed(again))
+            self._hold_until = time.monotonic() + self.retry_delay
+            log.info(
+                "outbox: %d publish(es) refused for now (%s); trying again in %g s",
+                len(again),
+                ", ".join(sorted(reasons)),
+                self.retry_delay,
+            )
+
     def _pump_waiting(self, dropped: list[tuple[OutMessage, str]]) -> None:
         """Hand waiting messages to paho in order as the window allows (caller holds the lock)."""
+        if self._hold_until:
+            if time.monotonic() < self._hold_until:
+                return
+            self._hold_until = 0.0
         waiting = self._waiting
         while waiting and self._ready and len(self._handed) < self.window:
             msg = waiting[0]
@@ -393,12 +459,17 @@ class Outbox:
         interval = self.interval if self.interval > 0 else 0.05
         next_commit = time.monotonic() + interval
         while not self._closed:
-            self._wake.wait(max(0.0, next_commit - time.monotonic()))
+            until = next_commit
+            if self._hold_until:
+                until = min(until, self._hold_until)
+            self._wake.wait(max(0.0, until - time.monotonic()))
             self._wake.clear()
             dropped: list[tuple[OutMessage, str]] = []
             with self._lock:
                 if self._acks:
                     self._process_acks()
+                if self._refusals:
+                    self._process_refusals(dropped)
                 if self._waiting:
                     self._pump_waiting(dropped)
                 due = (

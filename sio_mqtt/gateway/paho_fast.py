@@ -48,10 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt
 import paho.mqtt.client as _mc
-from paho.mqtt import _packet
 from paho.mqtt import enums as _enums
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -60,6 +58,19 @@ if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo, _InPacket, _OutPacket
 
 __all__ = ["FAST_OK", "FAST_PROBLEMS", "FastClient"]
+
+# The one import of the paho modules that not every allowed paho has (``_packet`` and
+# ``exception`` came with 2.2): without them (paho 2.0/2.1) the check below fails and
+# ``FastClient`` is plain paho.
+try:
+    from paho.mqtt import _packet
+    from paho.mqtt.exception import MalformedPacket
+except ImportError:  # pragma: no cover - depends on the installed paho
+    _packet = None  # type: ignore[assignment]
+
+    class MalformedPacket(ValueError):  # type: ignore[no-redef]
+        """Stand-in (never raised by paho < 2.2, whose FastClient runs paho's own code)."""
+
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +185,9 @@ def _check_paho() -> list[str]:
         problems.append("paho.mqtt.client.mqtt_ms_wait_for_pubrel is missing")
     if not hasattr(getattr(_enums, "_ConnectionState", None), "MQTT_CS_DISCONNECTED"):
         problems.append("paho.mqtt.enums._ConnectionState.MQTT_CS_DISCONNECTED is missing")
-    if not isinstance(getattr(_packet, "DECODE_ERRORS", None), tuple):
+    if _packet is None:
+        problems.append("paho.mqtt._packet is missing (paho < 2.2)")
+    elif not isinstance(getattr(_packet, "DECODE_ERRORS", None), tuple):
         problems.append("paho.mqtt._packet.DECODE_ERRORS is missing")
     if not hasattr(Properties, "unpack"):
         problems.append("Properties.unpack is missing")
@@ -184,8 +197,6 @@ def _check_paho() -> list[str]:
 FAST_PROBLEMS: list[str] = _check_paho()
 #: paho is as expected: ``FastClient`` uses its fast paths (else it is plain paho)
 FAST_OK: bool = not FAST_PROBLEMS
-if FAST_PROBLEMS:  # pragma: no cover - depends on the installed paho
-    log.warning("paho_fast disabled (stock paho behaviour): %s", "; ".join(FAST_PROBLEMS))
 
 if FAST_OK:
     _time_func = _mc.time_func

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,8 @@ from servers.procs import Mosquitto, NodeServer, free_port
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gw_support import Env
+
+from sio_mqtt.socketio.client import Client
 
 
 @pytest.fixture(params=[5, "3.1.1"], ids=["mqtt5", "mqtt311"])
@@ -32,3 +34,18 @@ def env(
 def free_sio_port() -> int:
     """A port where no Socket.IO server runs (yet)."""
     return free_port()
+
+
+@pytest.fixture
+def sio_client() -> Iterator[Callable[[str], Client]]:
+    clients: list[Client] = []
+
+    def make(url: str) -> Client:
+        c = Client(url, reconnect=True, reconnect_delay=0.1, reconnect_delay_max=0.5)
+        c.connect()
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.disconnect()

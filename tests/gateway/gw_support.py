@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from servers.procs import Mosquitto, free_port
+
+from sio_mqtt.socketio.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -361,3 +364,45 @@ class Env:
                 gw.terminate()
         for dev in self.devices:
             dev.close()
+
+
+# -- shared by the delivery and broker-limit tests ---------------------------------------------
+def metric(gw: Any, name: str, labels: str) -> float | None:
+    text = gw.get("/metrics")[1].decode()
+    m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def wait_metric(
+    gw: Any, name: str, labels: str, ok: Callable[[float], bool], timeout: float = 15.0
+) -> float:
+    """Poll /metrics until the sample satisfies ``ok`` (there is no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    last: float | None = None
+    while time.monotonic() < deadline:
+        if gw.proc.poll() is not None:
+            raise AssertionError(f"gateway exited:\n{gw.output}")
+        last = metric(gw, name, labels)
+        if last is not None and ok(last):
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"{name}{{{labels}}} never satisfied the condition (last {last})")
+
+
+def broadcast(client: Client, *args: Any) -> None:
+    assert client.call("broadcast", {"event": "echo", "args": list(args)}, timeout=10) is True
+
+
+def use_broker(env: Env, broker: Mosquitto) -> Device:
+    """Point the gateway config at ``broker`` and return a device subscribed there."""
+    env.config["mqtt"]["port"] = broker.port
+    dev = Device(broker.port, env.protocol)
+    env.devices.append(dev)
+    dev.subscribe(f"{env.prefix}/#")
+    return dev
+
+
+def enable_outbox(env: Env, **extra: Any) -> Path:
+    path = env.tmp_path / "outbox.sqlite3"
+    env.config["outbox"] = {"enabled": True, "path": str(path), **extra}
+    return path

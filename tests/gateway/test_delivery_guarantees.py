@@ -10,15 +10,23 @@ be produced while the gateway or the broker is down. Waits are on observable sta
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_support import Device, Env, payload_json
+from gw_support import (
+    Device,
+    Env,
+    broadcast,
+    enable_outbox,
+    metric,
+    payload_json,
+    use_broker,
+    wait_metric,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from servers.procs import Mosquitto, NodeServer
@@ -29,28 +37,6 @@ MSG_ID = "sio-mqtt-id"
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def metric(gw: Any, name: str, labels: str) -> float | None:
-    text = gw.get("/metrics")[1].decode()
-    m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def wait_metric(
-    gw: Any, name: str, labels: str, ok: Callable[[float], bool], timeout: float = 15.0
-) -> float:
-    """Poll /metrics until the sample satisfies ``ok`` (there is no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    last: float | None = None
-    while time.monotonic() < deadline:
-        if gw.proc.poll() is not None:
-            raise AssertionError(f"gateway exited:\n{gw.output}")
-        last = metric(gw, name, labels)
-        if last is not None and ok(last):
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{name}{{{labels}}} never satisfied the condition (last {last})")
-
-
 def wait_db(path: Path, query: str, ok: Callable[[list[Any]], bool], timeout: float = 15.0) -> None:
     """Poll the outbox database (WAL: a concurrent reader is fine) until ``ok(rows)``."""
     deadline = time.monotonic() + timeout
@@ -81,40 +67,6 @@ def wait_count(dev: Device, topic: str, n: int, timeout: float = 20.0) -> list[A
                 raise AssertionError(f"{len(got)} < {n} messages on {topic}: {got}")
             dev._cond.wait(left)
     return [payload_json(m) for m in dev.on(topic)]
-
-
-@pytest.fixture
-def sio_client() -> Iterator[Callable[[str], Client]]:
-    clients: list[Client] = []
-
-    def make(url: str) -> Client:
-        c = Client(url, reconnect=True, reconnect_delay=0.1, reconnect_delay_max=0.5)
-        c.connect()
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        c.disconnect()
-
-
-def broadcast(client: Client, *args: Any) -> None:
-    assert client.call("broadcast", {"event": "echo", "args": list(args)}, timeout=10) is True
-
-
-def use_broker(env: Env, broker: Mosquitto) -> Device:
-    """Point the gateway config at ``broker`` and return a device subscribed there."""
-    env.config["mqtt"]["port"] = broker.port
-    dev = Device(broker.port, env.protocol)
-    env.devices.append(dev)
-    dev.subscribe(f"{env.prefix}/#")
-    return dev
-
-
-def enable_outbox(env: Env, **extra: Any) -> Path:
-    path = env.tmp_path / "outbox.sqlite3"
-    env.config["outbox"] = {"enabled": True, "path": str(path), **extra}
-    return path
 
 
 # -- MQTT -> Socket.IO -----------------------------------------------------------------------------

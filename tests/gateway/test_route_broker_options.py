@@ -11,22 +11,13 @@ the Node socket.io server, paho devices):
 from __future__ import annotations
 
 import json
-import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_support import Env, GatewayProc, payload_json
-from servers.procs import NodeServer, ServerProcess, free_port
+from gw_support import Env, GatewayProc, metric, payload_json
+from servers.procs import NodeServer, ServerProcess
 from support import wait_until
-
-
-def metric(gw: GatewayProc, name: str, labels: str) -> float | None:
-    text = gw.get("/metrics")[1].decode()
-    m = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
 
 
 def _ignored(gw: GatewayProc) -> float:
@@ -39,18 +30,6 @@ def _unacked(gw: GatewayProc) -> float | None:
 
 def _echoed(env: Env, start: int = 0) -> list[Any]:
     return [payload_json(m) for m in env.device.on(f"{env.prefix}/out/echo")[start:]]
-
-
-@pytest.fixture(scope="module")
-def amqtt() -> Iterator[ServerProcess]:
-    """amqtt (the pure-Python broker of the demo extra, MQTT 3.1.1 only), started the way the
-    demo starts it: the second broker, to show the retain flag is read the same there."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "sio_mqtt.demo", "broker", "--port", str(port)]
-    broker = ServerProcess(cmd, port, ready_line=False, scheme="mqtt")
-    broker.name = "amqtt"
-    with broker:
-        yield broker
 
 
 def test_retained_commands_ignored_state_delivered(env: Env) -> None:

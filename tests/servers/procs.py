@@ -32,8 +32,24 @@ SERVERS_DIR = Path(__file__).resolve().parent
 NODE_DIR = SERVERS_DIR / "node"
 NODE_SERVER_JS = NODE_DIR / "server.js"
 PY_SERVER = SERVERS_DIR / "py_server.py"
+AMQTT_BROKER = SERVERS_DIR / "amqtt_broker.py"
 MOSQUITTO_BIN = (
     os.environ.get("MOSQUITTO_BIN") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+)
+
+#: mosquitto's dynamic security plugin (shipped with mosquitto 2): ACLs checked at SUBSCRIBE
+MOSQUITTO_DYNSEC = os.environ.get("MOSQUITTO_DYNSEC") or next(
+    (
+        str(p)
+        for pattern in (
+            "/usr/lib/*/mosquitto_dynamic_security.so",
+            "/usr/lib/mosquitto_dynamic_security.so",
+            "/usr/local/lib/mosquitto_dynamic_security.so",
+            "/opt/homebrew/lib/mosquitto_dynamic_security.so",
+        )
+        for p in sorted(Path("/").glob(pattern.lstrip("/")))
+    ),
+    "mosquitto_dynamic_security.so",
 )
 
 START_TIMEOUT = 15.0
@@ -491,3 +507,17 @@ class Mosquitto(ServerProcess):
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.cleanup()
+
+
+class Amqtt(ServerProcess):
+    """amqtt, an MQTT 3.1.1-only broker (Python, the ``demo`` extra), on 127.0.0.1:<port>: the
+    second broker of the tests, for what a broker without MQTT 5 or shared subscriptions does
+    (see ``amqtt_broker.py``)."""
+
+    name = "amqtt"
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port=port, scheme="mqtt")
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(AMQTT_BROKER), str(self.port)]
