@@ -261,3 +261,55 @@ def test_workers_end_with_the_last_holder() -> None:
     p.release()
     assert p.threads == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("sio-mqtt-test-dispatch")]
+
+
+def test_a_raising_handler_is_logged_and_the_client_goes_on(
+    pool: DispatchPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    q = SerialQueue(pool)
+    log = Log()
+
+    def boom() -> None:
+        raise RuntimeError("user bug")
+
+    q.submit(boom)
+    q.submit(log.add, "after")
+    assert log.wait_for(1) == ["after"]
+    assert any("user bug" in (r.exc_text or str(r.exc_info)) for r in caplog.records)
+
+
+def test_a_full_queue_blocks_a_producer_until_the_client_drains(pool: DispatchPool) -> None:
+    q = SerialQueue(pool, maxsize=2)
+    gate = threading.Event()
+    entered = threading.Event()
+    q.submit(lambda: (entered.set(), gate.wait(WAIT)))
+    assert entered.wait(WAIT)
+    log = Log()
+    q.submit(log.add, 0)
+    q.submit(log.add, 1)
+    third_in = threading.Event()
+
+    def produce() -> None:
+        q.submit(log.add, 2)  # the bound is reached: waits for room
+        third_in.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert not third_in.wait(0.2)  # still held while the queue is full
+    gate.set()
+    assert third_in.wait(WAIT)
+    producer.join(WAIT)
+    assert log.wait_for(3) == [0, 1, 2]
+
+
+def test_urgent_calls_pass_a_full_queue(pool: DispatchPool) -> None:
+    q = SerialQueue(pool, maxsize=1)
+    gate = threading.Event()
+    entered = threading.Event()
+    q.submit(lambda: (entered.set(), gate.wait(WAIT)))
+    assert entered.wait(WAIT)
+    log = Log()
+    q.submit(log.add, "normal")
+    q.submit(log.add, "urgent", urgent=True)  # a closing connection never waits on the bound
+    gate.set()
+    assert log.wait_for(2) == ["normal", "urgent"]

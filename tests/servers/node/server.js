@@ -230,8 +230,13 @@ function setup(nsp) {
       socket.disconnect(close === true);
     });
 
-    socket.on("close_transport", () => {
+    socket.on("close_transport", (spec) => {
       socket.conn.close();
+      // {broadcast: {event, args}}: broadcast in the same tick, so it is certainly missed by the
+      // closed connection (the engine drops writes once closing) and the client cannot have
+      // reconnected yet: connection-state recovery must replay it
+      const b = spec && spec.broadcast;
+      if (b) socket.nsp.emit(b.event, ...(Array.isArray(b.args) ? b.args : []));
     });
 
     socket.on("get_handshake", (cb) => {
