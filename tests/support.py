@@ -7,6 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# the three ways a client reaches a server, as the interop tests parametrise them
+MODES = {
+    "upgrade": ("polling", "websocket"),
+    "websocket": ("websocket",),
+    "polling": ("polling",),
+}
+
 
 class Recorder:
     """Collects calls per event name; ``wait(name, n)`` blocks until n of them arrived."""

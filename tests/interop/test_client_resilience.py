@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,27 +15,7 @@ from support import Recorder, client_threads, wait_until
 
 from sio_mqtt import AckTimeout, BufferFullError, Client, ConnectError
 
-MODES = {
-    "upgrade": ("polling", "websocket"),
-    "websocket": ("websocket",),
-    "polling": ("polling",),
-}
-
 FAST = {"reconnect_delay": 0.05, "reconnect_delay_max": 0.3}
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    return MODES[request.param]
 
 
 def test_reconnects_after_server_restart_and_flushes_buffer_in_order(

@@ -4,36 +4,16 @@ listeners (incoming and outgoing), ``ack_timeout=`` and the at-least-once retry 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from servers.procs import NodeServer
-from support import Recorder, client_threads, wait_until
+from support import MODES, Recorder
 
 from sio_mqtt import AckTimeout, Client, NotConnectedError
 from sio_mqtt.engineio.transports.polling import PollingTransport
-
-MODES = {
-    "upgrade": ("polling", "websocket"),
-    "websocket": ("websocket",),
-    "polling": ("polling",),
-}
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    return MODES[request.param]
 
 
 # -- query -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from servers.procs import NodeServer, free_port
@@ -14,11 +14,6 @@ from support import Recorder, client_threads, wait_until
 
 from sio_mqtt import Client, ConnectError
 
-MODES = {
-    "upgrade": ("polling", "websocket"),
-    "websocket": ("websocket",),
-    "polling": ("polling",),
-}
 FAST = {"reconnect_delay": 0.02, "reconnect_delay_max": 0.1}
 EVENTS = (
     "connect",
@@ -29,20 +24,6 @@ EVENTS = (
     "reconnect_failed",
     "reconnect",
 )
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    return MODES[request.param]
 
 
 def recorded(client: Client) -> Recorder:

@@ -4,34 +4,15 @@ and a lifecycle handler registered after its event happened is not called for it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from servers.procs import NodeServer
-from support import Recorder, client_threads, wait_until
+from support import Recorder, wait_until
 
 from sio_mqtt import Client
 
-MODES = {
-    "upgrade": ("polling", "websocket"),
-    "websocket": ("websocket",),
-    "polling": ("polling",),
-}
 FAST = {"reconnect_delay": 0.02, "reconnect_delay_max": 0.1}
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
-
-
-@pytest.fixture(params=list(MODES))
-def mode(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    return MODES[request.param]
 
 
 def reason_seen(observer: Client, sid: str) -> str | None:

@@ -4,26 +4,17 @@ not wait for the last long-poll GET (which the server only releases on its 100 m
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from servers.procs import NodeServer
-from support import client_threads, wait_until
+from support import wait_until
 
 from sio_mqtt import Client
 from sio_mqtt.engineio.packet import Packet
 from sio_mqtt.engineio.session import EngineSession, UpgradeState
 from sio_mqtt.engineio.transports.polling import PollingTransport
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.disconnect()
-    wait_until(lambda: not client_threads(), 5, "client threads to end")
 
 
 def test_emits_during_the_upgrade_pause_go_out_as_posts(
