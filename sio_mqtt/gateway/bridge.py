@@ -128,8 +128,8 @@ from sio_mqtt.gateway.routes import (
     SocketioToMqttRoute,
     encode_mqtt_payload,
 )
+from sio_mqtt.gateway.sessions import session_client
 from sio_mqtt.socketio.backoff import backoff_delay
-from sio_mqtt.socketio.client import Client
 from sio_mqtt.socketio.socket import Socket
 
 __all__ = ["Gateway"]
@@ -277,27 +277,9 @@ class Gateway:
                 subs.append((presence, 1))
         self.mqtt.subscribe(subs)
 
-        scfg = config.socketio
-        rc = scfg.reconnect
-        self.client = Client(
-            scfg.url,
-            namespace=self.namespaces[0],
-            path=scfg.path,
-            auth=_auth_source(scfg),  # auth_file is read again on every (re)connect
-            headers=scfg.headers,
-            transports=scfg.transports,
-            reconnect=True,
-            reconnect_delay=rc.delay,
-            reconnect_delay_max=rc.delay_max,
-            randomization_factor=rc.randomization_factor,
-            max_reconnect_attempts=rc.max_attempts,
-            connect_timeout=scfg.connect_timeout,
-            verify=scfg.verify,
-            parser=scfg.parser,
-            # no offline buffer in the client: an emit while disconnected fails at once and the
-            # gateway's own queue holds it, so retried requests (lost with the connection) go
-            # out again before anything that came after them (order per namespace)
-            buffer_size=0,
+        # auth_file is read again on every (re)connect
+        self.client = session_client(
+            config.socketio, self.namespaces[0], _auth_source(config.socketio)
         )
         self._sockets: dict[str, Socket] = {}
         for ns in self.namespaces:

@@ -38,6 +38,7 @@ from sio_mqtt.gateway.device_sessions import (
     SessionPolicy,
 )
 from sio_mqtt.gateway.routes import TopicPattern
+from sio_mqtt.gateway.sessions import session_client
 from sio_mqtt.socketio.client import Client
 from sio_mqtt.socketio.socket import Socket
 
@@ -284,24 +285,8 @@ class DeviceSessions:
         client.connect(wait=False)
 
     def _client(self, device: str) -> Client:
-        scfg = self.config.socketio
-        rc = scfg.reconnect
-        client = Client(
-            scfg.url,
-            namespace=self.namespace,
-            path=scfg.path,
-            auth=device_auth(self.config, device),
-            headers=scfg.headers,
-            transports=scfg.transports,
-            reconnect=True,
-            reconnect_delay=rc.delay,
-            reconnect_delay_max=rc.delay_max,
-            randomization_factor=rc.randomization_factor,
-            max_reconnect_attempts=rc.max_attempts,
-            connect_timeout=scfg.connect_timeout,
-            verify=scfg.verify,
-            parser=scfg.parser,
-            buffer_size=0,  # as the shared session: the gateway holds what waits
+        client = session_client(
+            self.config.socketio, self.namespace, device_auth(self.config, device)
         )
 
         def current() -> bool:
