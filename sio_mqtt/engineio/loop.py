@@ -26,6 +26,25 @@ from typing import Any, Protocol
 
 log = logging.getLogger("sio_mqtt.engineio")
 
+
+def join_workers(cond: threading.Condition, live: set[threading.Thread], timeout: float) -> bool:
+    """Wait until every thread of ``live`` but the caller left it (a worker removes itself
+    under ``cond`` as it ends, once unheld and idle), then join them; True when they did."""
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    with cond:
+        cond.notify_all()
+        threads = live - {me}
+        while live - {me}:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            cond.wait(left)
+    for thread in threads:  # past their last line: gone in a moment
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return True
+
+
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
@@ -305,19 +324,7 @@ class BlockingPool:
 
     def join(self, timeout: float = 5.0) -> bool:
         """Wait until every worker ended (they do once idle and unheld); True when they did."""
-        deadline = time.monotonic() + timeout
-        me = threading.current_thread()
-        with self._cond:
-            self._cond.notify_all()
-            threads = self._threads - {me}
-            while self._threads - {me}:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        for thread in threads:  # past their last line: gone in a moment
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return True
+        return join_workers(self._cond, self._threads, timeout)
 
     def _work(self) -> None:
         me = threading.current_thread()

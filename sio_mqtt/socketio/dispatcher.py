@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sio_mqtt.engineio.loop import join_workers
+
 log = logging.getLogger("sio_mqtt.socketio")
 
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -81,19 +83,7 @@ class DispatchPool:
     def join(self, timeout: float = 5.0) -> bool:
         """Wait until every worker but the caller ended (once unheld and idle); True when
         they did."""
-        deadline = time.monotonic() + timeout
-        me = threading.current_thread()
-        with self._cond:
-            self._cond.notify_all()
-            threads = self._threads - {me}
-            while self._threads - {me}:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        for thread in threads:  # past their last line: gone in a moment
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return True
+        return join_workers(self._cond, self._threads, timeout)
 
     def _schedule(self, queue: SerialQueue) -> None:
         with self._cond:
