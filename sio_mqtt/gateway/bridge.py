@@ -59,7 +59,7 @@ Maximum Packet Size (dropped alone, never sent), a refused subscription (also on
 refused MQTT 5 publish (PUBACK >= 0x80; see :mod:`sio_mqtt.gateway.mqtt`); ``mqtt.shared_group``
 on a broker without shared subscriptions stops the gateway (:attr:`Gateway.fatal`).
 
-**Delivery guarantees** (details and the tests proving them: ``docs/README-reliability.md``):
+**Delivery guarantees** (details and the tests proving them: README.md, "Delivery guarantees"):
 
 * MQTT -> Socket.IO: incoming QoS 1/2 messages are acknowledged to the broker (paho manual acks)
   only once handed on: plain routes when ``emit()`` wrote the event with the namespace connected,

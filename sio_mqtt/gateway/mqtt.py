@@ -29,7 +29,7 @@ queued (drop-newest: the caller reports and counts the drop). QoS 0 messages are
 while disconnected they are dropped (:attr:`PublishResult.NOT_CONNECTED`), as QoS 0 allows.
 ``publish`` never blocks, so it is safe to call from the Socket.IO dispatcher thread.
 
-Delivery (see ``docs/README-reliability.md``)
+Delivery (see README.md, "Delivery guarantees")
 ---------------------------------------------
 * Incoming QoS 1/2 messages are acknowledged *manually* (paho ``manual_ack=True``): the gateway
   calls :meth:`MqttConnection.ack` once it has handed the message on. An ack carries the

@@ -1,4 +1,4 @@
-"""Delivery guarantees (docs/README-reliability.md), end to end: the gateway CLI as a subprocess,
+"""Delivery guarantees (README.md, "Delivery guarantees"), end to end: the gateway CLI as a subprocess,
 real mosquitto, the real Node socket.io server, real SIGKILLs.
 
 Socket.IO -> MQTT traffic is produced by a test Socket.IO client asking the Node server to
