@@ -1,5 +1,5 @@
-"""Delivery guarantees (README.md, "Delivery guarantees"), end to end: the gateway CLI as a subprocess,
-real mosquitto, the real Node socket.io server, real SIGKILLs.
+"""Delivery guarantees (README.md, "Delivery guarantees"), end to end: the gateway CLI as a
+subprocess, real mosquitto, the real Node socket.io server, real SIGKILLs.
 
 Socket.IO -> MQTT traffic is produced by a test Socket.IO client asking the Node server to
 ``broadcast`` an ``echo`` event: every socket of ``/`` (the gateway's too) receives it, so it can
