@@ -759,16 +759,19 @@ class GatewayConfig(BaseSettings):
         # Environment first = highest priority; no .env or secrets-dir magic.
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _route_names(self) -> GatewayConfig:
-        seen: dict[str, str] = {}
-        sections: list[
-            tuple[str, Sequence[MqttToSocketioRouteConfig | SocketioToMqttRouteConfig]]
-        ] = [
+    def _route_sections(
+        self,
+    ) -> list[tuple[str, Sequence[MqttToSocketioRouteConfig | SocketioToMqttRouteConfig]]]:
+        """Both route lists with the config key they sit under (for error messages)."""
+        return [
             ("mqtt_to_socketio", self.mqtt_to_socketio),
             ("socketio_to_mqtt", self.socketio_to_mqtt),
         ]
-        for section, routes in sections:
+
+    @model_validator(mode="after")
+    def _route_names(self) -> GatewayConfig:
+        seen: dict[str, str] = {}
+        for section, routes in self._route_sections():
             for i, route in enumerate(routes):
                 key = f"{section}[{i}]"
                 if route.name is None:
@@ -800,13 +803,7 @@ class GatewayConfig(BaseSettings):
                 "MQTT session; mqtt.shared_group would hand each replica only a share of every "
                 "device's messages (remove mqtt.shared_group)"
             )
-        sections: list[
-            tuple[str, Sequence[MqttToSocketioRouteConfig | SocketioToMqttRouteConfig]]
-        ] = [
-            ("mqtt_to_socketio", self.mqtt_to_socketio),
-            ("socketio_to_mqtt", self.socketio_to_mqtt),
-        ]
-        for section, routes in sections:
+        for section, routes in self._route_sections():
             for i, route in enumerate(routes):
                 key = f"{section}[{i}]"
                 if route.session == "shared":
